@@ -1,0 +1,3 @@
+"""Python clients for the Universal Model Launcher (filled in by the clients issue)."""
+
+__all__: list[str] = []

@@ -1,0 +1,102 @@
+"""The job: what to generate (:class:`JobSpec`) and what happened (:class:`JobRecord`).
+
+A job record lives in the Redis hash ``uml:job:{id}``. Scalar fields are stored as
+strings; structured fields (``spec``, ``usage``, ``error``) as JSON. :func:`to_hash` and
+:func:`from_hash` are the only translation between the two.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Literal
+
+import msgspec
+from msgspec import Struct
+
+from protocol.openai import ChatMessage, ErrorInfo, Usage
+from protocol.states import JobStatus, Priority
+
+
+class SamplingParams(Struct, kw_only=True, frozen=True):
+    """Normalised sampling controls, engine-independent."""
+
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+class JobSpec(Struct, kw_only=True, frozen=True):
+    """Everything a worker needs to run a job; written once, at submission."""
+
+    kind: Literal["completion", "chat"]
+    model: str
+    sampling: SamplingParams
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+
+
+class JobRecord(Struct, kw_only=True):
+    id: str
+    model: str
+    status: JobStatus = JobStatus.QUEUED
+    priority: Priority = Priority.BATCH
+    attempt: int = 0
+    worker: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    first_token_at: float | None = None
+    finished_at: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    error: ErrorInfo | None = None
+    spec: JobSpec | None = None
+    cancel: bool = False
+
+
+_JSON_FIELDS = frozenset({"usage", "error", "spec"})
+
+
+def new_job_id() -> str:
+    """A job id: sortable by creation time, unguessable."""
+    return f"job-{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+
+
+def to_hash(values: dict[str, Any]) -> dict[str, str]:
+    """Encode a partial record (field name → value) into Redis hash fields."""
+    out: dict[str, str] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name in _JSON_FIELDS:
+            out[name] = msgspec.json.encode(value).decode()
+        elif isinstance(value, bool):
+            out[name] = "1" if value else "0"
+        else:
+            out[name] = str(value)
+    return out
+
+
+def record_to_hash(record: JobRecord) -> dict[str, str]:
+    return to_hash(msgspec.structs.asdict(record))
+
+
+def from_hash(raw: dict[Any, Any]) -> JobRecord:
+    """Decode a Redis hash (bytes or str keys and values) into a :class:`JobRecord`."""
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.decode() if isinstance(key, bytes) else key
+        text = value.decode() if isinstance(value, bytes) else value
+        if name in _JSON_FIELDS:
+            values[name] = msgspec.json.decode(text)
+        elif name == "cancel":
+            values[name] = text == "1"
+        else:
+            values[name] = text
+    return msgspec.convert(values, JobRecord, strict=False)

@@ -1,0 +1,52 @@
+"""Every Redis key, Celery task name and queue name, built in one place."""
+
+from __future__ import annotations
+
+PREFIX = "uml"
+
+TASK_GENERATE = "uml.generate"
+"""The Celery task that runs one generation job; its only argument is the job id."""
+
+WORKERS_SET = f"{PREFIX}:workers"
+"""A set of worker ids that have sent a heartbeat; stale members are pruned by readers."""
+
+# Celery priorities on the Redis transport: kombu keeps one list per priority step and
+# pops the lowest number first, so interactive work uses the lower number.
+CELERY_PRIORITY_INTERACTIVE = 0
+CELERY_PRIORITY_BATCH = 6
+CELERY_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def job_key(job_id: str) -> str:
+    """The job record: a Redis hash of :class:`protocol.jobs.JobRecord` fields."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def events_key(job_id: str) -> str:
+    """The job's event log: a Redis stream with entry ids ``{seq}-1``."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def worker_key(worker_id: str) -> str:
+    """A worker's heartbeat record (JSON, with a TTL of a few seconds)."""
+    return f"{PREFIX}:worker:{worker_id}"
+
+
+def queue_name(model: str) -> str:
+    """The Celery queue a worker consumes while it holds ``model``."""
+    return f"model.{model}"
+
+
+def entry_id(seq: int) -> str:
+    """The explicit stream entry id of event ``seq``; Redis rejects duplicates and reorders."""
+    return f"{seq}-1"
+
+
+def seq_of(entry_id_: str | bytes) -> int:
+    """The sequence number encoded in a stream entry id."""
+    text = entry_id_.decode() if isinstance(entry_id_, bytes) else entry_id_
+    return int(text.split("-", 1)[0])
+
+
+EVENT_FIELD = "data"
+"""The single field of every stream entry; its value is one JSON-encoded event."""

@@ -1,0 +1,105 @@
+"""Settings, one small frozen object per concern, read from the environment.
+
+Every field is read from ``UML_<NAME>`` (upper case); ``RedisSettings.url`` also from
+``REDIS_URL``. Settings live in ``protocol/`` because the API, the workers and the CLI
+all read the same names; this module needs nothing beyond msgspec.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import typing
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+T = TypeVar("T", bound=Struct)
+
+
+class RedisSettings(Struct, frozen=True, kw_only=True):
+    """Read from ``UML_REDIS_<FIELD>``; the URL also from ``REDIS_URL``."""
+
+    url: Annotated[str, Meta(description="Redis URL for broker, job records and event logs (also REDIS_URL).")] = (
+        "redis://127.0.0.1:6379/0"
+    )
+    retention_s: Annotated[int, Meta(ge=60, description="Seconds job records and event logs are kept after they finish.")] = 86400
+    socket_timeout_s: Annotated[float, Meta(gt=0, description="Socket timeout of Redis connections.")] = 10.0
+    block_ms: Annotated[int, Meta(ge=10, description="BLOCK of the relay's XREAD; stays below the socket timeout.")] = 2000
+
+
+class ServerSettings(Struct, frozen=True, kw_only=True):
+    """Read from ``UML_<FIELD>``."""
+
+    host: Annotated[str, Meta(description="Address the API binds.")] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535, description="Port the API binds.")] = 8000
+    max_body_bytes: Annotated[int, Meta(ge=1024, description="Largest request body accepted (413 beyond).")] = 1_048_576
+    max_tokens_cap: Annotated[int, Meta(ge=1, description="Largest max_tokens a request may ask for.")] = 4096
+    default_max_tokens: Annotated[int, Meta(ge=1, description="max_tokens of a chat request that names none.")] = 256
+    max_stop: Annotated[int, Meta(ge=0, description="Most stop strings per request.")] = 4
+    sse_ping_s: Annotated[float, Meta(gt=0, description="Seconds between SSE comment pings on an idle stream.")] = 15.0
+    models_cache_s: Annotated[float, Meta(ge=0, description="Seconds the API caches the set of live models.")] = 1.0
+
+
+class WorkerSettings(Struct, frozen=True, kw_only=True):
+    """Read from ``UML_WORKER_<FIELD>``."""
+
+    slots: Annotated[int, Meta(ge=1, description="Concurrent jobs per worker process.")] = 16
+    engine: Annotated[str, Meta(description="Default engine: torch or exllamav2.")] = "torch"
+    device: Annotated[str, Meta(description="Default device: cpu or cuda:N.")] = "cpu"
+    heartbeat_s: Annotated[float, Meta(gt=0, description="Seconds between worker heartbeats.")] = 1.0
+    heartbeat_ttl_s: Annotated[float, Meta(gt=0, description="A worker silent this long counts as gone.")] = 5.0
+    max_seq_len: Annotated[int, Meta(ge=16, description="Longest prompt+completion a job may reach.")] = 2048
+
+
+class Settings(Struct, frozen=True, kw_only=True):
+    redis: RedisSettings
+    server: ServerSettings
+    worker: WorkerSettings
+
+
+_PREFIXES: dict[type[Struct], str] = {
+    RedisSettings: "UML_REDIS_",
+    ServerSettings: "UML_",
+    WorkerSettings: "UML_WORKER_",
+}
+
+
+def env_name(cls: type[Struct], field_name: str) -> str:
+    return f"{_PREFIXES[cls]}{field_name.upper()}"
+
+
+def load(cls: type[T], env: dict[str, str] | None = None) -> T:
+    """Build ``cls`` from its environment variables; a bad value raises a clear ValueError."""
+    env = dict(os.environ) if env is None else env
+    values: dict[str, Any] = {}
+    for name in cls.__struct_fields__:
+        key = env_name(cls, name)
+        if key in env:
+            values[name] = env[key]
+    if cls is RedisSettings and "url" not in values and env.get("REDIS_URL"):
+        values["url"] = env["REDIS_URL"]
+    try:
+        return msgspec.convert(values, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid setting for {cls.__name__}: {exc}") from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings(redis=load(RedisSettings), server=load(ServerSettings), worker=load(WorkerSettings))
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, description) for every setting: the sample config and --help."""
+    rows: list[tuple[str, str, str]] = []
+    for cls in _PREFIXES:
+        hints = typing.get_type_hints(cls, include_extras=True)
+        defaults = dict(zip(cls.__struct_fields__, cls.__struct_defaults__, strict=True))
+        for name in cls.__struct_fields__:
+            metas = [m for m in getattr(hints[name], "__metadata__", ()) if isinstance(m, Meta)]
+            text = next((m.description for m in metas if m.description), "")
+            rows.append((env_name(cls, name), repr(defaults[name]), text))
+    return rows

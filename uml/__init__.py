@@ -1,0 +1,1 @@
+"""The ``uml`` command line and the developer runner."""
