@@ -50,3 +50,23 @@ def seq_of(entry_id_: str | bytes) -> int:
 
 EVENT_FIELD = "data"
 """The single field of every stream entry; its value is one JSON-encoded event."""
+
+
+def broker_transport_options(socket_timeout_s: float = 10.0) -> dict[str, object]:
+    """Kombu Redis transport options shared by the API (send side) and the workers.
+
+    Priorities map onto :data:`CELERY_PRIORITY_STEPS`; the visibility timeout sits far above
+    any job so kombu never redelivers on its own (crash recovery is the reaper's job); the
+    socket options let both sides ride out a Redis restart.
+    """
+    return {
+        "priority_steps": list(CELERY_PRIORITY_STEPS),
+        "queue_order_strategy": "priority",
+        "sep": ":",
+        "visibility_timeout": 7 * 24 * 3600,
+        "socket_timeout": socket_timeout_s,
+        "socket_connect_timeout": socket_timeout_s,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
+    }
