@@ -1,0 +1,53 @@
+"""The Litestar application factory.
+
+``create_app(settings)`` wires controllers, OpenAI-shaped error handlers, the body-size
+limit and the OpenAPI docs (JSON at ``/schema/openapi.json``, Swagger UI at ``/docs``);
+Redis, Celery and the stream relay are opened in the lifespan hook and kept in
+``app.state.resources``. Nothing lives in module globals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, get
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.response import Redirect
+from protocol.settings import Settings, get_settings
+
+from api.controllers.health import HealthController
+from api.controllers.openai import OpenAIController
+from api.errors import exception_handlers
+from api.state import open_resources
+
+
+@get("/docs", include_in_schema=False)
+async def docs() -> Redirect:
+    return Redirect("/schema/docs")
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the API; resources open when the app starts and close when it stops."""
+    cfg = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with open_resources(cfg) as resources:
+            app.state.resources = resources
+            yield
+
+    return Litestar(
+        route_handlers=[OpenAIController, HealthController, docs],
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers,
+        request_max_body_size=cfg.server.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Universal Model Launcher",
+            version="0.1.0",
+            description="OpenAI-compatible LLM job service.",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin(path="/docs")],
+        ),
+    )

@@ -1,0 +1,1 @@
+"""HTTP controllers: decode, check, delegate to :mod:`api.services`, return."""

@@ -1,0 +1,108 @@
+"""OpenAI-compatible endpoints: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.response import Stream
+from protocol.jobs import JobSpec
+from protocol.openai import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+)
+
+from api import render, validation
+from api.errors import unavailable
+from api.relay import RelayUnavailable
+from api.services import jobs
+from api.state import Resources
+
+JOB_HEADER = "x-uml-job-id"
+
+
+async def _disconnected(request: Request[Any, Any, Any]) -> None:
+    """Return once the client has gone (the body has already been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _run(
+    request: Request[Any, Any, Any],
+    res: Resources,
+    req: CompletionRequest | ChatCompletionRequest,
+    spec: JobSpec,
+) -> Response[Any] | Stream:
+    """Admit, queue and answer one generation request, streamed or whole."""
+    await res.models.require(spec.model)
+    retention_s = res.settings.redis.retention_s
+    job_id = await jobs.submit(res.redis, res.celery, spec, retention_s)
+    created = int(time.time())
+    headers = {JOB_HEADER: job_id}
+    if req.stream:
+        try:
+            sub = await res.relay.subscribe(job_id)
+        except RelayUnavailable as exc:
+            await jobs.cancel_shielded(res.redis, job_id, retention_s)
+            raise unavailable(str(exc)) from exc
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        renderer = render.ChunkRenderer(spec.kind, job_id, spec.model, created, include_usage)
+        events = jobs.follow(sub, res.redis, retention_s, res.settings.server.sse_ping_s)
+        return Stream(
+            renderer.stream(events),
+            media_type="text/event-stream",
+            headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    result = await jobs.collect_or_cancel(
+        res.relay, res.redis, job_id, retention_s, lambda: _disconnected(request)
+    )
+    if result is None:  # the client left; nobody reads this
+        return Response(b"", status_code=499)
+    body: CompletionResponse | ChatCompletionResponse
+    if spec.kind == "chat":
+        body = render.chat_response(job_id, spec.model, created, result)
+    else:
+        body = render.completion_response(job_id, spec.model, created, result)
+    return Response(body, headers=headers)
+
+
+class OpenAIController(Controller):
+    path = "/v1"
+    tags = ["openai"]
+
+    @post(
+        "/completions",
+        summary="Create a completion",
+        description="OpenAI-compatible text completion; `stream: true` answers SSE chunks.",
+        status_code=200,
+    )
+    async def completions(
+        self, request: Request[Any, Any, Any], state: State
+    ) -> Response[Any] | Stream:
+        res = Resources.of(state)
+        req, spec = validation.completion(await request.body(), res.settings.server)
+        return await _run(request, res, req, spec)
+
+    @post(
+        "/chat/completions",
+        summary="Create a chat completion",
+        description="OpenAI-compatible chat completion; `stream: true` answers SSE chunks.",
+        status_code=200,
+    )
+    async def chat_completions(
+        self, request: Request[Any, Any, Any], state: State
+    ) -> Response[Any] | Stream:
+        res = Resources.of(state)
+        req, spec = validation.chat(await request.body(), res.settings.server)
+        return await _run(request, res, req, spec)
+
+    @get("/models", summary="List the models live workers serve")
+    async def models(self, state: State) -> ModelList:
+        snap = await Resources.of(state).models.snapshot()
+        return ModelList(data=[ModelCard(id=name) for name in sorted(snap.models)])

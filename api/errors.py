@@ -1,0 +1,126 @@
+"""Every error answers with OpenAI's body, ``{"error": {"message", "type", "param", "code"}}``.
+
+Our own failures raise :class:`APIError`; Litestar's (404 route, 405, 413 body too large,
+its validation) and any unexpected exception are translated by :data:`exception_handlers`,
+so no error path returns a stack trace or Litestar's default shape::
+
+    Exception ──► 500 server_error (logged, message hidden)
+    ├── APIError ──► its own status, type, param, code
+    ├── HTTPException ──► its status; type from the status family
+    └── redis ConnectionError / TimeoutError ──► 503 service_unavailable + Retry-After
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
+from protocol.openai import ErrorInfo, ErrorResponse, encode
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+
+INVALID_REQUEST = "invalid_request_error"
+
+_TYPE_BY_STATUS = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
+
+
+class APIError(Exception):
+    """An error answered to the client as-is, in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type: str = INVALID_REQUEST,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.info = ErrorInfo(message=message, type=type, param=param, code=code)
+        self.headers = headers or {}
+
+
+def invalid_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    """A 400 naming the request field at fault."""
+    return APIError(400, message, param=param, code=code)
+
+
+def not_supported(param: str, what: str | None = None) -> APIError:
+    return invalid_request(
+        f"{what or param} is not supported", param=param, code="unsupported_parameter"
+    )
+
+
+def model_not_found(model: str) -> APIError:
+    return APIError(
+        404,
+        f"The model `{model}` does not exist or no worker is serving it",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def unavailable(message: str, retry_after_s: int = 1) -> APIError:
+    return APIError(
+        503, message, type="service_unavailable", headers={"Retry-After": str(retry_after_s)}
+    )
+
+
+def error_response(
+    status: int, info: ErrorInfo, headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    return Response(
+        content=encode(ErrorResponse(error=info)),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def type_for_status(status: int) -> str:
+    if status >= 500:
+        return "server_error"
+    return _TYPE_BY_STATUS.get(status, INVALID_REQUEST)
+
+
+def _api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[bytes]:
+    return error_response(exc.status, exc.info, exc.headers)
+
+
+def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    code = "request_too_large" if status == 413 else None
+    info = ErrorInfo(message=str(exc.detail), type=type_for_status(status), code=code)
+    return error_response(status, info, exc.headers)
+
+
+def _redis_down(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.warning("redis unavailable: %s", exc)
+    err = unavailable("The job store is unavailable; retry shortly")
+    return error_response(err.status, err.info, err.headers)
+
+
+def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, ErrorInfo(message="Internal server error", type="server_error"))
+
+
+exception_handlers: ExceptionHandlersMap = {
+    APIError: _api_error,
+    HTTPException: _http_exception,
+    RedisConnectionError: _redis_down,
+    RedisTimeoutError: _redis_down,
+    Exception: _internal,
+}

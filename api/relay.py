@@ -1,0 +1,262 @@
+"""The stream relay: one reader task per API process serves every open job stream.
+
+The reader holds one dedicated Redis connection and loops on a single ``XREAD BLOCK`` over
+the event logs of every subscribed job plus this process's *wake stream*. Subscribing
+registers ``(job_id, after_seq)`` and, unless a wake is already pending, ``XADD``\\s to the
+wake stream so the blocked ``XREAD`` returns at once and the next one includes the new key.
+
+Per log the reader reads from the minimum cursor of that key's subscribers and hands each
+subscriber only the entries beyond its own cursor, so a late subscriber gets every event
+from ``after_seq + 1`` on with no gap and no duplicate. Subscriber queues are bounded: a
+full subscriber is *paused* (left out of the read set and its cursor frozen) and resumes
+from the log when its consumer catches up, so a slow client never costs memory or stalls
+the others. Redis errors are retried with capped backoff; if Redis stays down for
+``fail_after_s`` every subscriber is failed with :class:`RelayUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+from protocol.events import Event, decode_event, is_final
+from protocol.keys import EVENT_FIELD, PREFIX, entry_id, events_key, seq_of
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 256
+"""Events buffered per subscriber before it is paused."""
+READ_COUNT = 512
+"""Most entries read per stream per XREAD."""
+_WAKE_TTL_S = 3600
+_EVENT_FIELD = EVENT_FIELD.encode()
+
+
+class RelayUnavailable(Exception):
+    """The relay could not read from Redis for too long; the stream is lost to this reader."""
+
+
+class Subscription:
+    """One consumer of one job's log; iterate it for events, close it when done."""
+
+    def __init__(self, relay: Relay, job_id: str, after_seq: int) -> None:
+        self.relay = relay
+        self.job_id = job_id
+        self.key = events_key(job_id).encode()
+        self.cursor = after_seq
+        self.paused = False
+        self.closed = False
+        self.queue: asyncio.Queue[Event | BaseException] = asyncio.Queue(QUEUE_SIZE)
+
+    def offer(self, seq: int, event: Event) -> bool:
+        """Queue ``event`` unless it is stale or the queue is full (then pause)."""
+        if seq <= self.cursor or self.paused:
+            return False
+        if self.queue.full():
+            self.paused = True
+            return False
+        self.queue.put_nowait(event)
+        self.cursor = seq
+        return True
+
+    async def get(self, timeout: float | None = None) -> Event | None:
+        """The next event, or ``None`` after ``timeout`` seconds with none."""
+        try:
+            async with asyncio.timeout(timeout):
+                item = await self.queue.get()
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        if self.paused and self.queue.qsize() <= QUEUE_SIZE // 2:
+            self.paused = False
+            await self.relay.wake()
+        return item
+
+    async def events(self, idle_s: float | None = None) -> AsyncIterator[Event | None]:
+        """Events until the final one; ``None`` after each ``idle_s`` without an event."""
+        try:
+            while True:
+                event = await self.get(idle_s)
+                yield event
+                if event is not None and is_final(event):
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.relay.unregister(self)
+
+
+class Relay:
+    """Multiplexes every open event log of this process over one blocking XREAD."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        block_ms: int = 2000,
+        socket_timeout_s: float = 10.0,
+        fail_after_s: float = 10.0,
+    ) -> None:
+        if block_ms / 1000 >= socket_timeout_s:
+            raise ValueError(
+                f"relay XREAD BLOCK ({block_ms} ms) must stay below the socket timeout "
+                f"({socket_timeout_s} s)"
+            )
+        self.block_ms = block_ms
+        self.fail_after_s = fail_after_s
+        self.wake_key = f"{PREFIX}:relay:wake:{secrets.token_hex(8)}".encode()
+        kwargs: dict[str, Any] = {
+            "socket_timeout": socket_timeout_s,
+            "socket_connect_timeout": socket_timeout_s,
+            "socket_keepalive": True,
+        }
+        self._reader = aioredis.Redis.from_url(url, **kwargs)  # only the reader task uses it
+        self._waker = aioredis.Redis.from_url(url, **kwargs)
+        self._subs: dict[bytes, set[Subscription]] = {}
+        self._wake_cursor = b"0-0"
+        self._wake_pending = False
+        self._task: asyncio.Task[None] | None = None
+        self.reads = 0
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="uml-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        self._fail_all(RelayUnavailable("the API is shutting down"))
+        try:
+            await self._waker.delete(self.wake_key)
+        except RedisError:
+            pass
+        await self._reader.aclose()
+        await self._waker.aclose()
+
+    # ---- subscribers ---------------------------------------------------------------------
+
+    async def subscribe(self, job_id: str, after_seq: int = 0) -> Subscription:
+        """Follow ``job_id``'s log from ``after_seq + 1``; close the subscription when done."""
+        if self._task is None or self._task.done():
+            raise RelayUnavailable("the stream relay is not running")
+        sub = Subscription(self, job_id, after_seq)
+        self._subs.setdefault(sub.key, set()).add(sub)
+        await self.wake()
+        return sub
+
+    def unregister(self, sub: Subscription) -> None:
+        if sub.closed:
+            return
+        sub.closed = True
+        subs = self._subs.get(sub.key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.key]
+
+    async def wake(self) -> None:
+        """Make the blocked XREAD return now so the next one sees the current subscribers."""
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            async with self._waker.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                pipe.expire(self.wake_key, _WAKE_TTL_S)
+                await pipe.execute()
+        except RedisError as exc:  # the reader notices Redis trouble on its own
+            self._wake_pending = False
+            log.debug("relay wake failed: %s", exc)
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self._subs.values())
+
+    # ---- the reader ----------------------------------------------------------------------
+
+    def _streams(self) -> dict[Any, Any]:
+        streams: dict[Any, Any] = {self.wake_key: self._wake_cursor}
+        for key, subs in self._subs.items():
+            cursors = [s.cursor for s in subs if not s.paused]
+            if cursors:
+                streams[key] = entry_id(min(cursors)).encode()
+        return streams
+
+    async def _run(self) -> None:
+        failing_since: float | None = None
+        attempt = 0
+        while True:
+            self._wake_pending = False
+            streams = self._streams()
+            try:
+                reply = await self._reader.xread(streams, count=READ_COUNT, block=self.block_ms)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                now = time.monotonic()
+                failing_since = failing_since or now
+                attempt += 1
+                log.warning("relay: redis read failed (attempt %d): %s", attempt, exc)
+                if now - failing_since >= self.fail_after_s:
+                    self._fail_all(
+                        RelayUnavailable(
+                            f"Redis unreachable for {now - failing_since:.0f} s: {exc}"
+                        )
+                    )
+                await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                continue
+            except Exception:
+                log.exception("relay: unexpected error; retrying")
+                await asyncio.sleep(0.5)
+                continue
+            failing_since, attempt = None, 0
+            self.reads += 1
+            if reply:
+                self._dispatch(reply)
+
+    def _dispatch(self, reply: Any) -> None:
+        items = reply.items() if isinstance(reply, dict) else reply
+        for key, entries in items:
+            if isinstance(entries, list) and entries and isinstance(entries[0], list):
+                entries = entries[0]  # RESP3 nests each stream's entries one level deeper
+            if key == self.wake_key:
+                self._wake_cursor = entries[-1][0]
+                continue
+            self._deliver(key, entries)
+
+    def _deliver(self, key: bytes, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        subs = self._subs.get(key)
+        if not subs:
+            return
+        for raw_id, fields in entries:
+            seq = seq_of(raw_id)
+            try:
+                event = decode_event(fields[_EVENT_FIELD])
+            except Exception as exc:  # a corrupt entry must not kill the reader
+                log.error("relay: bad entry %r in %r: %s", raw_id, key, exc)
+                continue
+            for sub in list(subs):
+                if sub.offer(seq, event) and is_final(event):
+                    self.unregister(sub)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for subs in list(self._subs.values()):
+            for sub in list(subs):
+                self.unregister(sub)
+                while sub.queue.full():
+                    sub.queue.get_nowait()
+                sub.queue.put_nowait(exc)

@@ -1,0 +1,14 @@
+"""Serve the API with uvicorn (``uml serve``)."""
+
+from __future__ import annotations
+
+import uvicorn
+from protocol.settings import Settings, get_settings
+
+from api.app import create_app
+
+
+def run(settings: Settings | None = None) -> None:
+    """Run the API in this process until interrupted."""
+    cfg = settings or get_settings()
+    uvicorn.run(create_app(cfg), host=cfg.server.host, port=cfg.server.port, log_level="info")

@@ -1,0 +1,1 @@
+"""Business logic behind the controllers: job submission and live models."""

@@ -1,0 +1,169 @@
+"""Jobs from the API's side: submit one, cancel one, follow or collect its event log.
+
+Submission contract (the workers rely on it): the job hash ``uml:job:{id}`` is written with
+status ``queued`` and the retention TTL in one pipeline, then the Celery task
+``uml.generate`` is sent with ``task_id = job id`` to ``model.<name>``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import redis.asyncio as aioredis
+from celery import Celery
+from msgspec import Struct
+from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
+from protocol.jobs import JobRecord, JobSpec, new_job_id, record_to_hash
+from protocol.keys import CELERY_PRIORITY_INTERACTIVE, TASK_GENERATE, job_key, queue_name
+from protocol.openai import ErrorInfo, Usage
+from protocol.states import JobStatus, Priority
+
+from api.errors import APIError, unavailable
+from api.relay import Relay, RelayUnavailable, Subscription
+
+
+class Result(Struct, kw_only=True):
+    """A finished job as a sync OpenAI call sees it."""
+
+    text: str
+    finish_reason: str
+    usage: Usage
+
+
+def status_for_error(info: ErrorInfo) -> int:
+    """The HTTP status of a job that ended with ``info``."""
+    if info.type == "invalid_request_error":
+        return 400
+    if info.type == "service_unavailable":
+        return 503
+    return 500
+
+
+async def submit(redis: aioredis.Redis, celery: Celery, spec: JobSpec, retention_s: int) -> str:
+    """Record the job and queue its task; return the job id."""
+    job_id = new_job_id()
+    record = JobRecord(
+        id=job_id,
+        model=spec.model,
+        status=JobStatus.QUEUED,
+        priority=Priority.INTERACTIVE,
+        created_at=time.time(),
+        spec=spec,
+    )
+    key = job_key(job_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        fields: dict[Any, Any] = record_to_hash(record)
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, retention_s)
+        await pipe.execute()
+
+    def send() -> None:
+        celery.send_task(
+            TASK_GENERATE,
+            args=[job_id],
+            task_id=job_id,
+            queue=queue_name(spec.model),
+            priority=CELERY_PRIORITY_INTERACTIVE,
+        )
+
+    try:
+        await anyio.to_thread.run_sync(send)
+    except Exception as exc:  # kombu raises OperationalError et al. when Redis is down
+        raise unavailable(f"Could not queue the job: {exc}") from exc
+    return job_id
+
+
+async def cancel(redis: aioredis.Redis, job_id: str, retention_s: int) -> None:
+    """Set the cancel flag the worker's scheduler checks every iteration."""
+    key = job_key(job_id)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hset(key, "cancel", "1")
+        pipe.expire(key, retention_s)  # never leave a TTL-less stub behind
+        await pipe.execute()
+
+
+async def cancel_shielded(redis: aioredis.Redis, job_id: str, retention_s: int) -> None:
+    """:func:`cancel` that survives the cancellation of its caller (client disconnect)."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        try:
+            await cancel(redis, job_id, retention_s)
+        except Exception:  # best effort: the worker's deadline still bounds the job
+            pass
+
+
+async def collect(relay: Relay, job_id: str) -> Result:
+    """Follow the job to its end and return its whole text, or raise its error."""
+    parts: list[str] = []
+    try:
+        sub = await relay.subscribe(job_id)
+    except RelayUnavailable as exc:
+        raise unavailable(str(exc)) from exc
+    try:
+        async for event in sub.events():
+            if isinstance(event, TokenEvent):
+                parts.append(event.text)
+            elif isinstance(event, DoneEvent):
+                return Result(
+                    text="".join(parts), finish_reason=event.finish_reason, usage=event.usage
+                )
+            elif isinstance(event, ErrorEvent):
+                info = event.error
+                raise APIError(
+                    status_for_error(info), info.message, info.type, info.param, info.code
+                )
+    except RelayUnavailable as exc:
+        raise unavailable(str(exc)) from exc
+    finally:
+        sub.close()
+    raise unavailable("The job's event log ended without a result")
+
+
+async def collect_or_cancel(
+    relay: Relay,
+    redis: aioredis.Redis,
+    job_id: str,
+    retention_s: int,
+    disconnected: Callable[[], Awaitable[None]],
+) -> Result | None:
+    """:func:`collect`, unless ``disconnected`` returns first: then cancel the job, ``None``."""
+    outcome: Result | BaseException | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            await disconnected()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            outcome = await collect(relay, job_id)
+        except Exception as exc:
+            outcome = exc
+        tg.cancel_scope.cancel()
+    if isinstance(outcome, BaseException):
+        raise outcome
+    if outcome is None:
+        await cancel_shielded(redis, job_id, retention_s)
+    return outcome
+
+
+async def follow(
+    sub: Subscription, redis: aioredis.Redis, retention_s: int, idle_s: float
+) -> AsyncIterator[Event | None]:
+    """The job's events (``None`` on idle ticks); cancels the job if abandoned before its end."""
+    finished = False
+    try:
+        async for event in sub.events(idle_s):
+            if event is not None and is_final(event):
+                finished = True
+            yield event
+    except RelayUnavailable as exc:
+        finished = True
+        yield ErrorEvent(seq=0, error=ErrorInfo(message=str(exc), type="service_unavailable"))
+    finally:
+        sub.close()
+        if not finished:
+            await cancel_shielded(redis, sub.job_id, retention_s)

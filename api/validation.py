@@ -1,0 +1,145 @@
+"""Request bodies → :class:`protocol.jobs.JobSpec`, or an OpenAI-shaped 400.
+
+Bodies are decoded here with msgspec (not by Litestar) so every failure names the field at
+fault: msgspec's path ``$.messages[0].role`` becomes ``param = "messages[0].role"``.
+
+HTTP status: malformed JSON, wrong types, out-of-range values and unsupported features all
+answer **400** ``invalid_request_error``, as OpenAI does (never 422). A body above
+``max_body_bytes`` answers 413 (Litestar's limit, translated in :mod:`api.errors`).
+
+Unknown fields are ignored (the SDK adds new ones often). Fields that would silently change
+what is generated (``n > 1``, ``logprobs``, ``best_of``, ``echo``, ``suffix``, tools,
+non-text ``response_format``, penalties, ``logit_bias``, image parts) are rejected with
+``code = "unsupported_parameter"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeVar
+
+import msgspec
+from protocol.jobs import JobSpec, SamplingParams
+from protocol.openai import (
+    ChatCompletionRequest,
+    ChatMessage,
+    CompletionRequest,
+    TextPart,
+)
+from protocol.settings import ServerSettings
+
+from api.errors import invalid_request, not_supported
+
+R = TypeVar("R", CompletionRequest, ChatCompletionRequest)
+
+_PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
+
+_completion_decoder = msgspec.json.Decoder(CompletionRequest)
+_chat_decoder = msgspec.json.Decoder(ChatCompletionRequest)
+
+
+def error_param(message: str) -> str | None:
+    """The request field a msgspec error message points at, OpenAI style (``a.b[0].c``)."""
+    match = _PATH.search(message)
+    path = match.group("path") if match else ""
+    missing = _MISSING.search(message)
+    if missing:
+        path = f"{path}.{missing.group('field')}" if path else missing.group("field")
+    return path or None
+
+
+def _decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        param = error_param(text)
+        if param and param.startswith("prompt[") and "got `int`" in text:
+            raise not_supported("prompt", "token-id prompts") from None
+        raise invalid_request(_PATH.sub("", text), param=param) from None
+    except msgspec.DecodeError as exc:
+        raise invalid_request(f"Request body is not valid JSON: {exc}") from None
+
+
+def _sampling(
+    req: CompletionRequest | ChatCompletionRequest, max_tokens: int, cfg: ServerSettings
+) -> SamplingParams:
+    if max_tokens > cfg.max_tokens_cap:
+        param = "max_tokens"
+        if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
+            param = "max_completion_tokens"
+        raise invalid_request(f"{param} must be at most {cfg.max_tokens_cap}", param=param)
+    if req.n != 1:
+        raise not_supported("n", "n other than 1")
+    if req.presence_penalty:
+        raise not_supported("presence_penalty")
+    if req.frequency_penalty:
+        raise not_supported("frequency_penalty")
+    if req.logit_bias:
+        raise not_supported("logit_bias")
+    stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    if len(stop) > cfg.max_stop:
+        raise invalid_request(f"At most {cfg.max_stop} stop sequences are allowed", param="stop")
+    return SamplingParams(
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=max(req.top_k, 0),
+        seed=req.seed,
+        stop=tuple(s for s in stop if s),
+    )
+
+
+def completion(body: bytes, cfg: ServerSettings) -> tuple[CompletionRequest, JobSpec]:
+    """Decode and check a ``/v1/completions`` body."""
+    req = _decode(_completion_decoder, body)
+    if req.logprobs is not None:
+        raise not_supported("logprobs")
+    if req.best_of is not None and req.best_of > 1:
+        raise not_supported("best_of", "best_of other than 1")
+    if req.echo:
+        raise not_supported("echo")
+    if req.suffix:
+        raise not_supported("suffix")
+    if isinstance(req.prompt, list):
+        if len(req.prompt) != 1:
+            raise invalid_request(
+                "prompt must be one string (batched prompts are not supported)", param="prompt"
+            )
+        prompt = req.prompt[0]
+    else:
+        prompt = req.prompt
+    sampling = _sampling(req, req.max_tokens or cfg.default_max_tokens, cfg)
+    spec = JobSpec(kind="completion", model=req.model, sampling=sampling, prompt=prompt)
+    return req, spec
+
+
+def _flatten(message: ChatMessage, index: int) -> ChatMessage:
+    """Join text parts into one string; reject image parts."""
+    if not isinstance(message.content, list):
+        return message
+    texts: list[str] = []
+    for part_index, part in enumerate(message.content):
+        if not isinstance(part, TextPart):
+            raise not_supported(f"messages[{index}].content[{part_index}]", "image content")
+        texts.append(part.text)
+    return ChatMessage(role=message.role, content="\n".join(texts), name=message.name)
+
+
+def chat(body: bytes, cfg: ServerSettings) -> tuple[ChatCompletionRequest, JobSpec]:
+    """Decode and check a ``/v1/chat/completions`` body."""
+    req = _decode(_chat_decoder, body)
+    if req.logprobs or req.top_logprobs:
+        raise not_supported("logprobs" if req.logprobs else "top_logprobs")
+    if req.tools:
+        raise not_supported("tools")
+    if req.tool_choice not in (None, "none"):
+        raise not_supported("tool_choice")
+    if req.response_format and req.response_format.get("type", "text") != "text":
+        raise not_supported("response_format", "response_format other than text")
+    messages = [_flatten(m, i) for i, m in enumerate(req.messages)]
+    max_tokens = req.max_completion_tokens or req.max_tokens or cfg.default_max_tokens
+    sampling = _sampling(req, max_tokens, cfg)
+    spec = JobSpec(kind="chat", model=req.model, sampling=sampling, messages=messages)
+    return req, spec
