@@ -1,0 +1,417 @@
+"""The torch engine: any Hugging Face causal LM, continuous batching with our own step loop.
+
+Each :meth:`TorchEngine.step` runs one forward pass over every running job (one new token
+each), then prefills the jobs that were waiting, left-padded together, and samples their
+first token. All jobs live in a slot KV cache (:class:`SlotCache`): per layer one
+``[max_batch, kv_heads, capacity, head_dim]`` buffer, where row ``i`` is the ``i``-th
+running job and each row has its own length. Decode writes each row's new key/value at
+that row's own position and attends over ``[:B, :, :max_len]`` with an explicit 4D mask
+and per-row ``position_ids``, so jobs that joined at different steps share one forward.
+A finishing job's row is refilled by the last row (rows stay contiguous).
+
+Limits: full (not sliding-window) attention through the model's ``cache.update`` hook,
+as in Llama, Mistral, Qwen and Phi families. ``forced_ids`` (a resumed attempt's tokens)
+are prefilled after the prompt and count toward ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.cache_utils import Cache
+
+from protocol.jobs import SamplingParams
+from workers.chat import ChatTemplate, load_chat_template
+from workers.engines.base import EngineJob, StepOutput
+from workers.sampling import RowSampling, make_generator, sample
+
+__all__ = ["SlotCache", "TorchEngine"]
+
+PREFILL_TOKEN_BUDGET = 8192
+"""Most (padded) tokens one prefill forward takes; more waiting jobs prefill next step."""
+
+
+class SlotCache(Cache):
+    """A KV cache of ``max_batch`` rows with per-row lengths, driven by :class:`TorchEngine`.
+
+    The engine calls :meth:`for_decode` or :meth:`for_prefill` before each forward; the
+    model's attention layers then call :meth:`update`. Buffers are allocated on first use
+    (so any head layout works) and grow by doubling up to ``max_len``.
+    """
+
+    def __init__(self, max_batch: int, max_len: int):
+        super().__init__(layers=[])
+        self.max_batch, self.max_len = max_batch, max_len
+        self._keys: dict[int, torch.Tensor] = {}
+        self._values: dict[int, torch.Tensor] = {}
+        self._mode = "decode"
+        self._positions = torch.zeros(0, dtype=torch.long)
+        self._rows = torch.zeros(0, dtype=torch.long)
+        self._needed = 0
+        self._slots: list[tuple[int, int, int]] = []
+
+    def for_decode(self, positions: torch.Tensor, needed: int) -> None:
+        """Next forward: row ``i`` writes its one new token at ``positions[i]``."""
+        self._mode, self._positions, self._needed = "decode", positions, needed
+        self._rows = torch.arange(positions.shape[0], device=positions.device)
+
+    def for_prefill(self, slots: Sequence[tuple[int, int, int]]) -> None:
+        """Next forward: batch row ``b`` = ``(slot, pad, length)`` stores its tokens in ``slot``."""
+        self._mode, self._slots = "prefill", list(slots)
+        self._needed = max(length for _, _, length in slots)
+
+    def update(
+        self,
+        key_states: torch.Tensor,
+        value_states: torch.Tensor,
+        layer_idx: int,
+        *args: Any,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self._buffers(layer_idx, key_states, value_states)
+        if self._mode == "prefill":
+            for b, (slot, pad, length) in enumerate(self._slots):
+                keys[slot, :, :length] = key_states[b, :, pad:]
+                values[slot, :, :length] = value_states[b, :, pad:]
+            return key_states, value_states
+        keys[self._rows, :, self._positions] = key_states[:, :, 0]
+        values[self._rows, :, self._positions] = value_states[:, :, 0]
+        rows = self._rows.shape[0]
+        return keys[:rows, :, : self._needed], values[:rows, :, : self._needed]
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Copy row ``src``'s first ``length`` positions into row ``dst`` (compaction)."""
+        with torch.inference_mode():  # the buffers are inference tensors
+            for store in (self._keys, self._values):
+                for buffer in store.values():
+                    buffer[dst, :, :length] = buffer[src, :, :length]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self._needed
+
+    def _buffers(
+        self, layer_idx: int, key_states: torch.Tensor, value_states: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = self._keys.get(layer_idx)
+        if keys is None or keys.shape[2] < self._needed:
+            capacity = min(self.max_len, max(256, 2 * self._needed))
+            self._keys[layer_idx] = _grown(keys, key_states, self.max_batch, capacity)
+            self._values[layer_idx] = _grown(
+                self._values.get(layer_idx), value_states, self.max_batch, capacity
+            )
+        return self._keys[layer_idx], self._values[layer_idx]
+
+
+def _grown(old: torch.Tensor | None, like: torch.Tensor, rows: int, capacity: int) -> torch.Tensor:
+    shape = (rows, like.shape[1], capacity, like.shape[3])
+    new = torch.zeros(shape, dtype=like.dtype, device=like.device)
+    if old is not None:
+        new[:, :, : old.shape[2]] = old
+    return new
+
+
+@dataclass(slots=True)
+class _Running:
+    """A job holding a cache row: ``length`` tokens cached, ``last`` not yet fed."""
+
+    job: EngineJob
+    sampling: RowSampling
+    length: int = 0
+    last: int = 0
+    generated: int = 0
+
+
+class TorchEngine:
+    """Continuous batching over a transformers causal LM; see the module docstring."""
+
+    name = "torch"
+
+    def __init__(self, device: str, max_batch: int, max_seq_len: int):
+        self.device = device
+        self.max_batch = max_batch
+        self.max_seq_len = max_seq_len
+        self._model: PreTrainedModel | None = None
+        self._tokenizer: Any = None
+        self._chat: ChatTemplate | None = None
+        self._cache_kwarg = "cache"
+        self._eos: frozenset[int] = frozenset()
+        self._bos: int | None = None
+        self._waiting: deque[EngineJob] = deque()
+        self._running: list[_Running] = []
+        self._cache = SlotCache(max_batch, max_seq_len)
+
+    @property
+    def batching(self) -> str:
+        return "batched"
+
+    @property
+    def active(self) -> int:
+        return len(self._waiting) + len(self._running)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def load(self, model_dir: Path) -> None:
+        """Load the model and its tokenizer; CPU runs float32, CUDA bfloat16 (else fp16)."""
+        from tokenizers import Tokenizer
+
+        model_dir = Path(model_dir)
+        if self.device == "cpu":
+            _fit_threads()
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=_dtype_for(self.device), attn_implementation="sdpa"
+        )
+        self._model = model.to(self.device).eval()
+        self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self._chat = load_chat_template(model_dir)
+        params = inspect.signature(self._model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._eos, self._bos = _special_ids(model_dir, self._model)
+        self._cache = SlotCache(self.max_batch, self.max_seq_len)
+
+    def unload(self) -> None:
+        """Drop the model, the tokenizer and every job."""
+        self._model = self._tokenizer = self._chat = None
+        self._waiting.clear()
+        self._running.clear()
+        self._cache = SlotCache(self.max_batch, self.max_seq_len)
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    # -- jobs ------------------------------------------------------------------------
+
+    def enqueue(self, job: EngineJob) -> None:
+        """Queue ``job``; it is prefilled in the first step with a free row."""
+        if not job.prompt_ids and not job.forced_ids:
+            raise ValueError(f"job {job.job_id}: empty prompt")
+        self._waiting.append(job)
+
+    def cancel(self, job_id: str) -> None:
+        """Drop the job (waiting or running) and free its row; unknown ids are ignored."""
+        self._waiting = deque(j for j in self._waiting if j.job_id != job_id)
+        for index, run in enumerate(self._running):
+            if run.job.job_id == job_id:
+                self._release([index])
+                return
+
+    def step(self) -> list[StepOutput]:
+        """One token for every running job, then prefill (and first token) for new ones."""
+        model = self._require_model()
+        outputs: list[StepOutput] = []
+        with torch.inference_mode():
+            if self._running:
+                outputs += self._decode(model)
+            outputs += self._admit(model)
+        return outputs
+
+    # -- tokenizer -------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` with one BOS in front when the model uses one."""
+        ids: list[int] = list(self._require_tokenizer().encode(text).ids)
+        if self._bos is None:
+            return ids
+        while len(ids) >= 2 and ids[0] == ids[1] == self._bos:
+            ids.pop(0)
+        return ids if ids and ids[0] == self._bos else [self._bos, *ids]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._require_tokenizer().decode(list(ids), skip_special_tokens=True))
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
+        if self._chat is None:
+            raise RuntimeError("no model loaded")
+        return self._chat.render(messages)
+
+    # -- the step loop ---------------------------------------------------------------
+
+    def _decode(self, model: PreTrainedModel) -> list[StepOutput]:
+        """One forward over every running row, each at its own position."""
+        device = model.device
+        rows = self._running
+        ids = torch.tensor([[r.last] for r in rows], device=device)
+        positions = torch.tensor([r.length for r in rows], device=device)
+        needed = max(r.length for r in rows) + 1
+        self._cache.for_decode(positions, needed)
+        span = torch.arange(needed, device=device)
+        mask = _additive(span[None, :] <= positions[:, None], model.dtype)[:, None, None, :]
+        logits = self._forward(model, ids, positions[:, None], mask)
+        for r in rows:
+            r.length += 1
+        return self._advance(list(rows), logits)
+
+    def _admit(self, model: PreTrainedModel) -> list[StepOutput]:
+        """Move waiting jobs into free rows and prefill them, in token-budgeted groups."""
+        outputs: list[StepOutput] = []
+        group: list[_Running] = []
+        while self._waiting and len(self._running) + len(group) < self.max_batch:
+            job = self._waiting[0]
+            done = self._reject(job)
+            if done is not None:
+                self._waiting.popleft()
+                outputs.append(done)
+                continue
+            width = max([len(_tokens(job)), *(len(_tokens(r.job)) for r in group)])
+            if group and width * (len(group) + 1) > PREFILL_TOKEN_BUDGET:
+                outputs += self._prefill(model, group)
+                group = []
+            self._waiting.popleft()
+            group.append(_Running(job, _row_sampling(job.sampling), generated=len(job.forced_ids)))
+        if group:
+            outputs += self._prefill(model, group)
+        return outputs
+
+    def _reject(self, job: EngineJob) -> StepOutput | None:
+        """A finished output for a job that cannot generate at all, else ``None``."""
+        if len(job.forced_ids) >= job.sampling.max_tokens or len(_tokens(job)) >= self.max_seq_len:
+            return StepOutput(job.job_id, [], finished=True, finish_reason="length")
+        return None
+
+    def _prefill(self, model: PreTrainedModel, group: list[_Running]) -> list[StepOutput]:
+        """Left-padded prefill of ``group`` into fresh rows; samples each first token."""
+        device = model.device
+        tokens = [_tokens(r.job) for r in group]
+        width = max(len(t) for t in tokens)
+        pads = [width - len(t) for t in tokens]
+        ids = torch.tensor([[0] * p + t for p, t in zip(pads, tokens, strict=True)], device=device)
+        pad = torch.tensor(pads, device=device)[:, None]
+        positions = (torch.arange(width, device=device)[None, :] - pad).clamp(min=0)
+        first = len(self._running)
+        self._cache.for_prefill(
+            [(first + b, p, len(t)) for b, (p, t) in enumerate(zip(pads, tokens, strict=True))]
+        )
+        mask = _additive(_prefill_visible(pad, width), model.dtype)[:, None]
+        logits = self._forward(model, ids, positions, mask)
+        for r, t in zip(group, tokens, strict=True):
+            r.length = len(t)
+        self._running += group
+        return self._advance(group, logits)
+
+    def _forward(
+        self,
+        model: PreTrainedModel,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Last-position logits ``[B, V]`` of one forward through the slot cache."""
+        out = model(
+            input_ids=ids,
+            position_ids=positions,
+            attention_mask=mask,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_kwarg: self._cache},
+        )
+        return out.logits[:, -1]
+
+    def _advance(self, rows: list[_Running], logits: torch.Tensor) -> list[StepOutput]:
+        """Sample a token for each of ``rows``, report it, release finished rows."""
+        tokens = sample(logits, [r.sampling for r in rows]).tolist()
+        outputs, finished = [], []
+        for r, token in zip(rows, tokens, strict=True):
+            out = self._emit(r, token)
+            outputs.append(out)
+            if out.finished:
+                finished.append(r)
+        if finished:
+            ids = {id(r) for r in finished}
+            self._release([i for i, r in enumerate(self._running) if id(r) in ids])
+        return outputs
+
+    def _emit(self, r: _Running, token: int) -> StepOutput:
+        job_id = r.job.job_id
+        if token in self._eos:
+            return StepOutput(job_id, [], finished=True, finish_reason="stop")
+        r.last, r.generated = token, r.generated + 1
+        if r.generated >= r.job.sampling.max_tokens or r.length + 1 >= self.max_seq_len:
+            return StepOutput(job_id, [token], finished=True, finish_reason="length")
+        return StepOutput(job_id, [token])
+
+    def _release(self, indices: list[int]) -> None:
+        """Free the rows at ``indices``, moving the last rows into the holes."""
+        for index in sorted(indices, reverse=True):
+            last = len(self._running) - 1
+            if index != last:
+                moved = self._running[last]
+                self._cache.move(last, index, moved.length)
+                self._running[index] = moved
+            self._running.pop()
+
+    def _require_model(self) -> PreTrainedModel:
+        if self._model is None:
+            raise RuntimeError("no model loaded")
+        return self._model
+
+    def _require_tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            raise RuntimeError("no model loaded")
+        return self._tokenizer
+
+
+def _tokens(job: EngineJob) -> list[int]:
+    return [*job.prompt_ids, *job.forced_ids]
+
+
+def _row_sampling(params: SamplingParams) -> RowSampling:
+    return RowSampling(
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        generator=make_generator(params.seed),
+    )
+
+
+def _prefill_visible(pad: torch.Tensor, width: int) -> torch.Tensor:
+    """``[B, q, k]``: causal, left padding hidden (a padded query sees itself, avoiding NaN)."""
+    span = torch.arange(width, device=pad.device)
+    key, query = span[None, None, :], span[None, :, None]
+    visible = (key <= query) & (key >= pad[:, :, None])
+    return visible | (key == query)
+
+
+def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean visibility mask as an additive float mask (0 or the dtype's minimum)."""
+    zero = torch.zeros((), dtype=dtype, device=visible.device)
+    return torch.where(visible, zero, torch.finfo(dtype).min)
+
+
+def _fit_threads() -> None:
+    """Use at most the cores this process may run on (containers often see the host's)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if usable and torch.get_num_threads() > usable:
+        torch.set_num_threads(usable)
+
+
+def _dtype_for(device: str) -> torch.dtype:
+    if not device.startswith("cuda"):
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _special_ids(model_dir: Path, model: PreTrainedModel) -> tuple[frozenset[int], int | None]:
+    """EOS ids (config and generation config, each an int or a list) and the BOS id."""
+    eos: set[int] = set()
+    sources: list[Any] = [model.config]
+    if model.generation_config is not None:
+        sources.append(model.generation_config)
+    for source in sources:
+        value = getattr(source, "eos_token_id", None)
+        eos.update([value] if isinstance(value, int) else list(value or []))
+    return frozenset(eos), _bos_id(model_dir, model)
+
+
+def _bos_id(model_dir: Path, model: PreTrainedModel) -> int | None:
+    """The BOS id if the tokenizer config says BOS is added (Llama-style), else ``None``."""
+    path = model_dir / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    bos = getattr(model.config, "bos_token_id", None)
+    return bos if config.get("add_bos_token", False) and isinstance(bos, int) else None
