@@ -366,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/uml-bench-1b"))
     parser.add_argument("--max-new", type=int, default=128)
     parser.add_argument("--budget-s", type=float, default=200.0, help="for the measured parts")
+    parser.add_argument("--skip-exllamav2", action="store_true", help="e.g. no JIT extension")
     args = parser.parse_args(argv)
     report = Report()
     describe(report)
@@ -373,8 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     build_model(args.model_dir)
     report.model["build_s"] = round(time.perf_counter() - t0, 1)
     share = args.budget_s / 2
-    guarded(report, "exllamav2",
-            lambda: part_exllamav2(report, args.model_dir, args.max_new, share))
+    if args.skip_exllamav2:
+        report.skipped["exllamav2"] = "--skip-exllamav2 (its extension did not build)"
+    else:
+        guarded(report, "exllamav2",
+                lambda: part_exllamav2(report, args.model_dir, args.max_new, share))
     guarded(report, "torch", lambda: part_torch(report, args.model_dir, args.max_new, share))
     roofline(report)
     write(report, args.out)
