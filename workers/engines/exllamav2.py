@@ -304,8 +304,8 @@ class ExLlamaV2Engine:
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> str:
         """The model dir's chat template applied to ``messages`` (workers.chat renders it)."""
-        from workers.chat import render_chat_template
+        from workers.chat import render_chat
 
         if self._model_dir is None:
             raise RuntimeError("no model loaded")
-        return render_chat_template(self._model_dir, messages)
+        return render_chat(self._model_dir, messages)
