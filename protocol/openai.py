@@ -15,10 +15,14 @@ from msgspec import Meta, Struct, field
 
 # Reusable field definitions keep the two request types consistent.
 MaxTokens = Annotated[int, Meta(ge=1, description="Most tokens to generate.")]
-Temperature = Annotated[float, Meta(ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")]
+Temperature = Annotated[
+    float, Meta(ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
+]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0, description="Nucleus sampling mass.")]
 TopK = Annotated[int, Meta(ge=-1, description="Keep the k most likely tokens; 0 or -1 disables.")]
-Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1, description="Seed for reproducible sampling.")]
+Seed = Annotated[
+    int, Meta(ge=-(2**63), le=2**63 - 1, description="Seed for reproducible sampling.")
+]
 Stop = str | list[str] | None
 Penalty = Annotated[float, Meta(ge=-2.0, le=2.0)]
 

@@ -21,12 +21,19 @@ T = TypeVar("T", bound=Struct)
 class RedisSettings(Struct, frozen=True, kw_only=True):
     """Read from ``UML_REDIS_<FIELD>``; the URL also from ``REDIS_URL``."""
 
-    url: Annotated[str, Meta(description="Redis URL for broker, job records and event logs (also REDIS_URL).")] = (
-        "redis://127.0.0.1:6379/0"
-    )
-    retention_s: Annotated[int, Meta(ge=60, description="Seconds job records and event logs are kept after they finish.")] = 86400
-    socket_timeout_s: Annotated[float, Meta(gt=0, description="Socket timeout of Redis connections.")] = 10.0
-    block_ms: Annotated[int, Meta(ge=10, description="BLOCK of the relay's XREAD; stays below the socket timeout.")] = 2000
+    url: Annotated[
+        str, Meta(description="Redis URL for broker, job records and event logs (also REDIS_URL).")
+    ] = "redis://127.0.0.1:6379/0"
+    retention_s: Annotated[
+        int,
+        Meta(ge=60, description="Seconds job records and event logs are kept after they finish."),
+    ] = 86400
+    socket_timeout_s: Annotated[
+        float, Meta(gt=0, description="Socket timeout of Redis connections.")
+    ] = 10.0
+    block_ms: Annotated[
+        int, Meta(ge=10, description="BLOCK of the relay's XREAD; stays below the socket timeout.")
+    ] = 2000
 
 
 class ServerSettings(Struct, frozen=True, kw_only=True):
@@ -34,12 +41,22 @@ class ServerSettings(Struct, frozen=True, kw_only=True):
 
     host: Annotated[str, Meta(description="Address the API binds.")] = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535, description="Port the API binds.")] = 8000
-    max_body_bytes: Annotated[int, Meta(ge=1024, description="Largest request body accepted (413 beyond).")] = 1_048_576
-    max_tokens_cap: Annotated[int, Meta(ge=1, description="Largest max_tokens a request may ask for.")] = 4096
-    default_max_tokens: Annotated[int, Meta(ge=1, description="max_tokens of a chat request that names none.")] = 256
+    max_body_bytes: Annotated[
+        int, Meta(ge=1024, description="Largest request body accepted (413 beyond).")
+    ] = 1_048_576
+    max_tokens_cap: Annotated[
+        int, Meta(ge=1, description="Largest max_tokens a request may ask for.")
+    ] = 4096
+    default_max_tokens: Annotated[
+        int, Meta(ge=1, description="max_tokens of a chat request that names none.")
+    ] = 256
     max_stop: Annotated[int, Meta(ge=0, description="Most stop strings per request.")] = 4
-    sse_ping_s: Annotated[float, Meta(gt=0, description="Seconds between SSE comment pings on an idle stream.")] = 15.0
-    models_cache_s: Annotated[float, Meta(ge=0, description="Seconds the API caches the set of live models.")] = 1.0
+    sse_ping_s: Annotated[
+        float, Meta(gt=0, description="Seconds between SSE comment pings on an idle stream.")
+    ] = 15.0
+    models_cache_s: Annotated[
+        float, Meta(ge=0, description="Seconds the API caches the set of live models.")
+    ] = 1.0
 
 
 class WorkerSettings(Struct, frozen=True, kw_only=True):
@@ -48,9 +65,22 @@ class WorkerSettings(Struct, frozen=True, kw_only=True):
     slots: Annotated[int, Meta(ge=1, description="Concurrent jobs per worker process.")] = 16
     engine: Annotated[str, Meta(description="Default engine: torch or exllamav2.")] = "torch"
     device: Annotated[str, Meta(description="Default device: cpu or cuda:N.")] = "cpu"
-    heartbeat_s: Annotated[float, Meta(gt=0, description="Seconds between worker heartbeats.")] = 1.0
-    heartbeat_ttl_s: Annotated[float, Meta(gt=0, description="A worker silent this long counts as gone.")] = 5.0
-    max_seq_len: Annotated[int, Meta(ge=16, description="Longest prompt+completion a job may reach.")] = 2048
+    heartbeat_s: Annotated[float, Meta(gt=0, description="Seconds between worker heartbeats.")] = (
+        1.0
+    )
+    heartbeat_ttl_s: Annotated[
+        float, Meta(gt=0, description="A worker silent this long counts as gone.")
+    ] = 5.0
+    max_seq_len: Annotated[
+        int, Meta(ge=16, description="Longest prompt+completion a job may reach.")
+    ] = 2048
+    cpu_threads: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Torch threads of a CPU engine; 0 leaves one core for the API and Redis.",
+        ),
+    ] = 0
 
 
 class Settings(Struct, frozen=True, kw_only=True):
@@ -89,7 +119,9 @@ def load(cls: type[T], env: dict[str, str] | None = None) -> T:
 @functools.cache
 def get_settings() -> Settings:
     """The process's settings, read once."""
-    return Settings(redis=load(RedisSettings), server=load(ServerSettings), worker=load(WorkerSettings))
+    return Settings(
+        redis=load(RedisSettings), server=load(ServerSettings), worker=load(WorkerSettings)
+    )
 
 
 def describe() -> list[tuple[str, str, str]]:

@@ -67,22 +67,33 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
     port = port or free_port()
     args = [
         find_redis_server(),
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--dir", str(data_dir),
-        "--save", "",
-        "--appendonly", "yes" if appendonly else "no",
-        "--appendfsync", "everysec",
-        "--protected-mode", "yes",
-        "--daemonize", "no",
-        "--logfile", str(data_dir / "redis.log"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(data_dir),
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if appendonly else "no",
+        "--appendfsync",
+        "everysec",
+        "--protected-mode",
+        "yes",
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(data_dir / "redis.log"),
     ]
     process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
     server = RedisServer(process=process, port=port, data_dir=data_dir)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"redis-server exited with {process.returncode}; see {data_dir}/redis.log")
+            raise RuntimeError(
+                f"redis-server exited with {process.returncode}; see {data_dir}/redis.log"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")

@@ -1,0 +1,45 @@
+"""One real stack per test session: redis-server, two tiny-model workers, one API process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.integration.stack import Stack
+from uml.redis_server import RedisServer
+
+MODEL = "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from workers.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("models") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def stack(
+    redis_server: RedisServer, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    stack = Stack(redis_url=redis_server.url, log_dir=tmp_path_factory.mktemp("logs"))
+    try:
+        stack.start_worker(MODEL, tiny_model, slots=32)
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(stack: Stack) -> str:
+    _, base = stack.start_api()
+    return base
+
+
+@pytest.fixture
+def http(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=60) as client:
+        yield client

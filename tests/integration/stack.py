@@ -1,0 +1,123 @@
+"""Real processes for integration tests: ``uml worker`` and ``uml serve`` on a real Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+from protocol.keys import WORKERS_SET, worker_key
+from uml.redis_server import free_port
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
+) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Proc:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        if self.alive():
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@dataclass
+class Stack:
+    """Starts and stops the service's processes against one Redis."""
+
+    redis_url: str
+    log_dir: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    procs: list[Proc] = field(default_factory=list)
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ, REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1", **self.extra_env)
+
+    def _spawn(self, name: str, args: list[str]) -> Proc:
+        log_path = self.log_dir / f"{name}-{len(self.procs)}.log"
+        with log_path.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "uml.cli", *args],
+                env=self._env(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        proc = Proc(process, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def start_worker(
+        self, model: str, model_dir: Path, slots: int = 32, extra: tuple[str, ...] = ()
+    ) -> Proc:
+        before = self._live_workers(model)
+        args = ["worker", "--model", f"{model}={model_dir}", "--slots", str(slots), *extra]
+        proc = self._spawn("worker", args)
+
+        def ready() -> bool:
+            assert proc.alive(), f"worker exited:\n{proc.log()}"
+            return len(self._live_workers(model)) > len(before)
+
+        wait_for(ready, 180, f"worker for {model}")
+        return proc
+
+    def start_api(self) -> tuple[Proc, str]:
+        port = free_port()
+        proc = self._spawn("api", ["serve", "--host", "127.0.0.1", "--port", str(port)])
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            assert proc.alive(), f"api exited:\n{proc.log()}"
+            try:
+                return httpx.get(f"{base}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 60, "the API")
+        return proc, base
+
+    def _live_workers(self, model: str) -> set[str]:
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            live = set()
+            for raw_id in client.smembers(WORKERS_SET):
+                info = client.get(worker_key(raw_id.decode()))
+                if info and f'"name":"{model}"'.encode() in info:
+                    live.add(raw_id.decode())
+            return live
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()

@@ -1,0 +1,157 @@
+"""The ``uml`` command: make the tiny model, run a worker, the API, or everything at once."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from protocol.settings import describe, get_settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    result: int = args.func(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    settings_help = "\n".join(
+        f"  {name:32} {text} (default {default})" for name, default, text in describe()
+    )
+    parser = argparse.ArgumentParser(
+        prog="uml",
+        description="Universal Model Launcher: a queue-backed LLM job service.",
+        epilog=f"environment (REDIS_URL and UML_*):\n{settings_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    models = sub.add_parser("models", help="model utilities").add_subparsers(metavar="ACTION")
+    tiny = models.add_parser("make-tiny", help="write the tiny random-weight Llama model to DIR")
+    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("--seed", type=int, default=0, help="weight seed (same seed, same bytes)")
+    tiny.set_defaults(func=_make_tiny)
+
+    worker = sub.add_parser("worker", help="start a Celery worker with one model resident")
+    worker.add_argument(
+        "--model", required=True, metavar="NAME=DIR", help="model name and directory"
+    )
+    worker.add_argument("--engine", choices=["torch", "exllamav2"], default=None)
+    worker.add_argument("--device", default=None, help="cpu or cuda:N")
+    worker.add_argument("--slots", type=int, default=None, help="concurrent jobs (default 16)")
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=_worker)
+
+    serve = sub.add_parser("serve", help="start the API")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=_serve)
+
+    dev = sub.add_parser(
+        "dev", help="run Redis (if REDIS_URL is unset), the tiny model, a worker and the API"
+    )
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument(
+        "--data", type=Path, default=Path(".uml"), help="folder for Redis data and models"
+    )
+    dev.set_defaults(func=_dev)
+
+    settings = sub.add_parser("settings", help="print every setting with its default")
+    settings.set_defaults(func=_settings)
+    return parser
+
+
+def _make_tiny(args: argparse.Namespace) -> int:
+    from workers.tiny import make_tiny
+
+    path = make_tiny(args.dir, seed=args.seed)
+    print(f"tiny model written to {path}")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from protocol.keys import queue_name
+    from workers.runtime import ModelSpec, Runtime
+
+    name, sep, path = args.model.partition("=")
+    if not sep or not name or not path:
+        print("uml worker: --model must look like NAME=DIR", file=sys.stderr)
+        return 2
+    settings = get_settings()
+    slots = args.slots or settings.worker.slots
+    spec = ModelSpec(
+        name=name,
+        path=Path(path),
+        engine=args.engine or settings.worker.engine,
+        device=args.device or settings.worker.device,
+    )
+    try:
+        runtime = Runtime(settings, spec, slots)
+        runtime.load()
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"uml worker: {exc}", file=sys.stderr)
+        return 1
+    Runtime.install(runtime)
+    from workers.app import app
+
+    runtime.start()
+    try:
+        worker = app.Worker(
+            pool="threads",
+            concurrency=slots,
+            queues=[queue_name(name)],
+            hostname=f"{runtime.worker_id}@{socket.gethostname()}",
+            loglevel=args.loglevel.upper(),
+            without_gossip=True,
+            without_mingle=True,
+            quiet=True,
+        )
+        worker.start()
+        code = int(getattr(worker, "exitcode", 0) or 0)
+    finally:
+        runtime.stop()
+    return code
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from api.server import run
+
+    settings = get_settings()
+    server = msgspec.structs.replace(
+        settings.server,
+        host=args.host or settings.server.host,
+        port=settings.server.port if args.port is None else args.port,
+    )
+    run(msgspec.structs.replace(settings, server=server))
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from uml.dev import run_dev
+
+    return run_dev(data_dir=args.data, port=args.port)
+
+
+def _settings(args: argparse.Namespace) -> int:
+    for name, default, text in describe():
+        print(f"# {text}\n# {name}={default}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

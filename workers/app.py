@@ -1,0 +1,50 @@
+"""The Celery app: Redis broker, per-model queues, the ``uml.generate`` task.
+
+Workers run the ``threads`` pool (one model copy per process, CUDA-safe) and consume
+``model.<name>`` for the model they hold. Crash recovery is ours (job leases in Redis), so
+the visibility timeout sits far above the longest job and kombu never redelivers by itself.
+``celery -A workers.app ...`` (Flower, inspect) uses the module-level :data:`app`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from protocol.keys import TASK_GENERATE, broker_transport_options
+from protocol.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_celery(broker_url: str) -> Celery:
+    celery = Celery("uml", broker=broker_url, set_as_current=False)
+    celery.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=False,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=True,
+        task_create_missing_queues=True,
+        broker_transport_options=broker_transport_options(),
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_redirect_stdouts=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    celery.task(name=TASK_GENERATE, ignore_result=True)(generate)
+    return celery
+
+
+def generate(job_id: str) -> str:
+    """Run one job on this process's resident model; returns the job's final status."""
+    from workers.runtime import Runtime
+
+    return Runtime.current().run_job(job_id)
+
+
+app = create_celery(get_settings().redis.url)
