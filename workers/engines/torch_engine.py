@@ -16,6 +16,7 @@ are prefilled after the prompt and count toward ``max_tokens``.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.cache_utils import Cache
 
@@ -38,6 +40,13 @@ __all__ = ["SlotCache", "TorchEngine"]
 
 PREFILL_TOKEN_BUDGET = 8192
 """Most (padded) tokens one prefill forward takes; more waiting jobs prefill next step."""
+
+KV_BUCKET = 32
+"""Decode attends over a multiple of this many positions (masked beyond each row's length),
+so attention kernels see few distinct shapes (cuDNN would plan every new length anew)."""
+
+_CUDA_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+"""SDPA backends on CUDA: cuDNN's is left out, it builds a plan per key length (~15 ms)."""
 
 
 class SlotCache(Cache):
@@ -239,7 +248,7 @@ class TorchEngine:
         rows = self._running
         ids = torch.tensor([[r.last] for r in rows], device=device)
         positions = torch.tensor([r.length for r in rows], device=device)
-        needed = max(r.length for r in rows) + 1
+        needed = min(_round_up(max(r.length for r in rows) + 1, KV_BUCKET), self.max_seq_len)
         self._cache.for_decode(positions, needed)
         span = torch.arange(needed, device=device)
         mask = _additive(span[None, :] <= positions[:, None], model.dtype)[:, None, None, :]
@@ -303,14 +312,16 @@ class TorchEngine:
         mask: torch.Tensor,
     ) -> torch.Tensor:
         """Last-position logits ``[B, V]`` of one forward through the slot cache."""
-        out = model(
-            input_ids=ids,
-            position_ids=positions,
-            attention_mask=mask,
-            use_cache=True,
-            logits_to_keep=1,
-            **{self._cache_kwarg: self._cache},
-        )
+        kernels = sdpa_kernel(_CUDA_SDPA) if ids.is_cuda else contextlib.nullcontext()
+        with kernels:
+            out = model(
+                input_ids=ids,
+                position_ids=positions,
+                attention_mask=mask,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_kwarg: self._cache},
+            )
         return out.logits[:, -1]
 
     def _advance(self, rows: list[_Running], logits: torch.Tensor) -> list[StepOutput]:
@@ -355,6 +366,10 @@ class TorchEngine:
         if self._tokenizer is None:
             raise RuntimeError("no model loaded")
         return self._tokenizer
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
 
 
 def _tokens(job: EngineJob) -> list[int]:
