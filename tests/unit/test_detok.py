@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
 
 from workers.detok import IncrementalDetokenizer
 
@@ -55,9 +57,7 @@ def test_context_is_never_emitted() -> None:
     assert detok.push(list(b"ok")) == "ok"
 
 
-def test_works_with_the_tiny_tokenizer(tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
-    from tokenizers import Tokenizer
-
+def test_works_with_the_tiny_tokenizer(tiny_model_dir: Path) -> None:
     tokenizer = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
     text = "Zoë says 你好 🎉!"
     ids = tokenizer.encode(text, add_special_tokens=False).ids
