@@ -193,5 +193,7 @@ def test_empty_job_is_refused_and_unloaded_engine_raises(engine: TorchEngine) ->
     engine.enqueue(job(engine, 0))
     engine.unload()
     assert engine.active == 0
+    assert engine.step() == []
+    engine.enqueue(EngineJob("y", [0, 5], greedy()))
     with pytest.raises(RuntimeError, match="no model"):
         engine.step()

@@ -154,6 +154,7 @@ class TorchEngine:
         self._cache_kwarg = "cache"
         self._eos: frozenset[int] = frozenset()
         self._bos: int | None = None
+        self._add_bos = False
         self._waiting: deque[EngineJob] = deque()
         self._running: list[_Running] = []
         self._cache = SlotCache(max_batch, max_seq_len)
@@ -183,7 +184,8 @@ class TorchEngine:
         self._chat = load_chat_template(model_dir)
         params = inspect.signature(self._model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
-        self._eos, self._bos = _special_ids(model_dir, self._model)
+        self._eos = _eos_ids(self._model)
+        self._bos, self._add_bos = _bos(model_dir, self._model)
         self._cache = SlotCache(self.max_batch, self.max_seq_len)
 
     def unload(self) -> None:
@@ -213,6 +215,8 @@ class TorchEngine:
 
     def step(self) -> list[StepOutput]:
         """One token for every running job, then prefill (and first token) for new ones."""
+        if not self.active:
+            return []
         model = self._require_model()
         outputs: list[StepOutput] = []
         with torch.inference_mode():
@@ -224,13 +228,20 @@ class TorchEngine:
     # -- tokenizer -------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` with one BOS in front when the model uses one."""
+        """Token ids of ``text`` with one BOS in front when the model uses one.
+
+        The tokenizer's post-processor may add BOS, the tokenizer config may ask for it
+        (``add_bos_token``), and a chat template may write it as text: whichever did, the
+        result starts with exactly one.
+        """
         ids: list[int] = list(self._require_tokenizer().encode(text).ids)
         if self._bos is None:
             return ids
         while len(ids) >= 2 and ids[0] == ids[1] == self._bos:
             ids.pop(0)
-        return ids if ids and ids[0] == self._bos else [self._bos, *ids]
+        if self._add_bos and (not ids or ids[0] != self._bos):
+            ids.insert(0, self._bos)
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._require_tokenizer().decode(list(ids), skip_special_tokens=True))
@@ -412,8 +423,8 @@ def _dtype_for(device: str) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def _special_ids(model_dir: Path, model: PreTrainedModel) -> tuple[frozenset[int], int | None]:
-    """EOS ids (config and generation config, each an int or a list) and the BOS id."""
+def _eos_ids(model: PreTrainedModel) -> frozenset[int]:
+    """EOS ids of the config and the generation config (each an int or a list)."""
     eos: set[int] = set()
     sources: list[Any] = [model.config]
     if model.generation_config is not None:
@@ -421,12 +432,13 @@ def _special_ids(model_dir: Path, model: PreTrainedModel) -> tuple[frozenset[int
     for source in sources:
         value = getattr(source, "eos_token_id", None)
         eos.update([value] if isinstance(value, int) else list(value or []))
-    return frozenset(eos), _bos_id(model_dir, model)
+    return frozenset(eos)
 
 
-def _bos_id(model_dir: Path, model: PreTrainedModel) -> int | None:
-    """The BOS id if the tokenizer config says BOS is added (Llama-style), else ``None``."""
+def _bos(model_dir: Path, model: PreTrainedModel) -> tuple[int | None, bool]:
+    """The BOS id, and whether the tokenizer config asks for it (``add_bos_token``)."""
     path = model_dir / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     bos = getattr(model.config, "bos_token_id", None)
-    return bos if config.get("add_bos_token", False) and isinstance(bos, int) else None
+    bos = bos if isinstance(bos, int) else None
+    return bos, bool(config.get("add_bos_token", False)) and bos is not None
