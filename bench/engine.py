@@ -54,7 +54,8 @@ def bench_engine(
 
 def bench_generate(model_dir: Path, device: str, batch: int, tokens: int) -> float:
     """Aggregate tokens/s of HF ``generate`` (sampling, static batch, no EOS stop)."""
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device).eval()
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16  # the engine's dtype there
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     ids = TorchEngine(device, 1, 2048)
     ids.load(model_dir)
     prompt = torch.tensor([ids.encode(PROMPT)] * batch, device=device)
