@@ -15,12 +15,12 @@ from litestar import Litestar, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import Redirect
-from protocol.settings import Settings, get_settings
 
 from api.controllers.health import HealthController
 from api.controllers.openai import OpenAIController
 from api.errors import exception_handlers
 from api.state import open_resources
+from protocol.settings import Settings, get_settings
 
 
 @get("/docs", include_in_schema=False)

@@ -18,9 +18,10 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
-from protocol.openai import ErrorInfo, ErrorResponse, encode
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from protocol.openai import ErrorInfo, ErrorResponse, encode
 
 log = logging.getLogger(__name__)
 

@@ -24,11 +24,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as aioredis
-from protocol.events import Event, decode_event, is_final
-from protocol.keys import EVENT_FIELD, PREFIX, entry_id, events_key, seq_of
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from protocol.events import Event, decode_event, is_final
+from protocol.keys import EVENT_FIELD, PREFIX, entry_id, events_key, seq_of
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ class Relay:
         self._wake_cursor = b"0-0"
         self._wake_pending = False
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._backing_off = False
         self.reads = 0
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -134,13 +137,22 @@ class Relay:
         self._task = asyncio.create_task(self._run(), name="uml-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        """Stop the reader: ask it to leave after its current XREAD (woken at once).
+
+        Cancelling a task blocked in redis-py's XREAD can hang (seen with redis-py 8),
+        so cancellation is only the fallback if the reader does not leave in time.
+        """
+        task, self._task = self._task, None
+        if task is not None:
+            self._stopping = True
+            self._wake_pending = False
+            await self.wake()
+            done: set[asyncio.Task[None]] = set()
+            if not self._backing_off:  # cancelling a sleep is safe; an XREAD is not
+                done, _ = await asyncio.wait([task], timeout=self.block_ms / 1000 + 1)
+            if not done:
+                task.cancel()
+                await asyncio.wait([task], timeout=1)
         self._fail_all(RelayUnavailable("the API is shutting down"))
         try:
             await self._waker.delete(self.wake_key)
@@ -201,7 +213,7 @@ class Relay:
     async def _run(self) -> None:
         failing_since: float | None = None
         attempt = 0
-        while True:
+        while not self._stopping:
             self._wake_pending = False
             streams = self._streams()
             try:
@@ -217,7 +229,9 @@ class Relay:
                             f"Redis unreachable for {now - failing_since:.0f} s: {exc}"
                         )
                     )
+                self._backing_off = True
                 await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
+                self._backing_off = False
                 continue
             except Exception:
                 log.exception("relay: unexpected error; retrying")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from api.services.jobs import Result
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent
 from protocol.openai import (
     AssistantMessage,
@@ -26,8 +27,6 @@ from protocol.openai import (
     Usage,
     encode,
 )
-
-from api.services.jobs import Result
 
 DONE = b"data: [DONE]\n\n"
 PING = b": ping\n\n"

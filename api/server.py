@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uvicorn
-from protocol.settings import Settings, get_settings
 
 from api.app import create_app
+from protocol.settings import Settings, get_settings
 
 
 def run(settings: Settings | None = None) -> None:

@@ -11,11 +11,11 @@ import anyio.to_thread
 import redis.asyncio as aioredis
 from celery import Celery
 from litestar.datastructures import State
-from protocol.keys import broker_transport_options
-from protocol.settings import Settings
 
 from api.relay import Relay
 from api.services.models import LiveModels
+from protocol.keys import broker_transport_options
+from protocol.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import re
 from typing import TypeVar
 
 import msgspec
+
+from api.errors import invalid_request, not_supported
 from protocol.jobs import JobSpec, SamplingParams
 from protocol.openai import (
     ChatCompletionRequest,
@@ -27,8 +29,6 @@ from protocol.openai import (
     TextPart,
 )
 from protocol.settings import ServerSettings
-
-from api.errors import invalid_request, not_supported
 
 R = TypeVar("R", CompletionRequest, ChatCompletionRequest)
 
@@ -63,9 +63,11 @@ def _decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
 
 
 def _sampling(
-    req: CompletionRequest | ChatCompletionRequest, max_tokens: int, cfg: ServerSettings
+    req: CompletionRequest | ChatCompletionRequest, max_tokens: int | None, cfg: ServerSettings
 ) -> SamplingParams:
-    if max_tokens > cfg.max_tokens_cap:
+    if max_tokens is None:  # the default never exceeds the cap
+        max_tokens = min(cfg.default_max_tokens, cfg.max_tokens_cap)
+    elif max_tokens > cfg.max_tokens_cap:
         param = "max_tokens"
         if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
             param = "max_completion_tokens"
@@ -110,7 +112,7 @@ def completion(body: bytes, cfg: ServerSettings) -> tuple[CompletionRequest, Job
         prompt = req.prompt[0]
     else:
         prompt = req.prompt
-    sampling = _sampling(req, req.max_tokens or cfg.default_max_tokens, cfg)
+    sampling = _sampling(req, req.max_tokens, cfg)
     spec = JobSpec(kind="completion", model=req.model, sampling=sampling, prompt=prompt)
     return req, spec
 
@@ -139,7 +141,7 @@ def chat(body: bytes, cfg: ServerSettings) -> tuple[ChatCompletionRequest, JobSp
     if req.response_format and req.response_format.get("type", "text") != "text":
         raise not_supported("response_format", "response_format other than text")
     messages = [_flatten(m, i) for i, m in enumerate(req.messages)]
-    max_tokens = req.max_completion_tokens or req.max_tokens or cfg.default_max_tokens
+    max_tokens = req.max_completion_tokens or req.max_tokens
     sampling = _sampling(req, max_tokens, cfg)
     spec = JobSpec(kind="chat", model=req.model, sampling=sampling, messages=messages)
     return req, spec

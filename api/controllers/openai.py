@@ -8,6 +8,12 @@ from typing import Any
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
+
+from api import render, validation
+from api.errors import unavailable
+from api.relay import RelayUnavailable
+from api.services import jobs
+from api.state import Resources
 from protocol.jobs import JobSpec
 from protocol.openai import (
     ChatCompletionRequest,
@@ -17,12 +23,6 @@ from protocol.openai import (
     ModelCard,
     ModelList,
 )
-
-from api import render, validation
-from api.errors import unavailable
-from api.relay import RelayUnavailable
-from api.services import jobs
-from api.state import Resources
 
 JOB_HEADER = "x-uml-job-id"
 

@@ -16,14 +16,14 @@ import anyio.to_thread
 import redis.asyncio as aioredis
 from celery import Celery
 from msgspec import Struct
+
+from api.errors import APIError, unavailable
+from api.relay import Relay, RelayUnavailable, Subscription
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
 from protocol.jobs import JobRecord, JobSpec, new_job_id, record_to_hash
 from protocol.keys import CELERY_PRIORITY_INTERACTIVE, TASK_GENERATE, job_key, queue_name
 from protocol.openai import ErrorInfo, Usage
 from protocol.states import JobStatus, Priority
-
-from api.errors import APIError, unavailable
-from api.relay import Relay, RelayUnavailable, Subscription
 
 
 class Result(Struct, kw_only=True):

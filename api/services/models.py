@@ -11,10 +11,10 @@ import time
 
 import msgspec
 import redis.asyncio as aioredis
-from protocol.keys import WORKERS_SET, worker_key
-from protocol.workers import WorkerInfo
 
 from api.errors import model_not_found
+from protocol.keys import WORKERS_SET, worker_key
+from protocol.workers import WorkerInfo
 
 _decoder = msgspec.json.Decoder(WorkerInfo)
 
