@@ -11,6 +11,7 @@ from litestar.response import Stream
 
 from api import render, validation
 from api.errors import unavailable
+from api.openapi import ChatOperation, CompletionOperation
 from api.relay import RelayUnavailable
 from api.services import jobs
 from api.state import Resources
@@ -81,6 +82,7 @@ class OpenAIController(Controller):
         summary="Create a completion",
         description="OpenAI-compatible text completion; `stream: true` answers SSE chunks.",
         status_code=200,
+        operation_class=CompletionOperation,
     )
     async def completions(
         self, request: Request[Any, Any, Any], state: State
@@ -94,6 +96,7 @@ class OpenAIController(Controller):
         summary="Create a chat completion",
         description="OpenAI-compatible chat completion; `stream: true` answers SSE chunks.",
         status_code=200,
+        operation_class=ChatOperation,
     )
     async def chat_completions(
         self, request: Request[Any, Any, Any], state: State

@@ -153,5 +153,8 @@ async def test_openapi_and_docs(client: AsyncTestClient[Any]) -> None:
     assert {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health"} <= set(
         schema["paths"]
     )
+    body = schema["paths"]["/v1/chat/completions"]["post"]["requestBody"]
+    properties = body["content"]["application/json"]["schema"]["properties"]
+    assert {"model", "messages", "max_tokens", "stream"} <= set(properties)
     docs = await client.get("/docs", follow_redirects=True)
     assert docs.status_code == 200 and "<html" in docs.text
