@@ -10,9 +10,7 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from api import render, validation
-from api.errors import unavailable
 from api.openapi import ChatOperation, CompletionOperation
-from api.relay import RelayUnavailable
 from api.services import jobs
 from api.state import Resources
 from protocol.jobs import JobSpec
@@ -47,14 +45,11 @@ async def _run(
     created = int(time.time())
     headers = {JOB_HEADER: job_id}
     if req.stream:
-        try:
-            sub = await res.relay.subscribe(job_id)
-        except RelayUnavailable as exc:
-            await jobs.cancel_shielded(res.redis, job_id, retention_s)
-            raise unavailable(str(exc)) from exc
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         renderer = render.ChunkRenderer(spec.kind, job_id, spec.model, created, include_usage)
-        events = jobs.follow(sub, res.redis, retention_s, res.settings.server.sse_ping_s)
+        events = jobs.follow(
+            res.relay, res.redis, job_id, retention_s, res.settings.server.sse_ping_s
+        )
         return Stream(
             renderer.stream(events),
             media_type="text/event-stream",

@@ -18,7 +18,7 @@ from celery import Celery
 from msgspec import Struct
 
 from api.errors import APIError, unavailable
-from api.relay import Relay, RelayUnavailable, Subscription
+from api.relay import Relay, RelayUnavailable
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
 from protocol.jobs import JobRecord, JobSpec, new_job_id, record_to_hash
 from protocol.keys import CELERY_PRIORITY_INTERACTIVE, TASK_GENERATE, job_key, queue_name
@@ -151,19 +151,26 @@ async def collect_or_cancel(
 
 
 async def follow(
-    sub: Subscription, redis: aioredis.Redis, retention_s: int, idle_s: float
+    relay: Relay, redis: aioredis.Redis, job_id: str, retention_s: int, idle_s: float
 ) -> AsyncIterator[Event | None]:
-    """The job's events (``None`` on idle ticks); cancels the job if abandoned before its end."""
+    """The job's events (``None`` on idle ticks); cancels the job if abandoned before its end.
+
+    The subscription is made on first iteration, so a response that never starts leaves
+    nothing registered in the relay (the log is replayable; nothing is missed).
+    """
     finished = False
     try:
-        async for event in sub.events(idle_s):
-            if event is not None and is_final(event):
-                finished = True
-            yield event
+        sub = await relay.subscribe(job_id)
+        try:
+            async for event in sub.events(idle_s):
+                if event is not None and is_final(event):
+                    finished = True
+                yield event
+        finally:
+            sub.close()
     except RelayUnavailable as exc:
         finished = True
         yield ErrorEvent(seq=0, error=ErrorInfo(message=str(exc), type="service_unavailable"))
     finally:
-        sub.close()
         if not finished:
-            await cancel_shielded(redis, sub.job_id, retention_s)
+            await cancel_shielded(redis, job_id, retention_s)
