@@ -2,18 +2,20 @@
 # One GPU check run (<= 8 minutes) on the offline H200 machine, from the repo root,
 # with the wheels of ops/gpu-wheels.sh in .whl/ beside it. Results go to "${OUT:-./gpu-results}"
 # (flat, at most 8 files: env.txt, jit.log, pytest.log, bench.log, bench.json,
-# bench.md, results.md).
+# bench.md, stack.log, results.md).
 #
 # Stages, each under its own `timeout`; a failed stage is recorded and the later ones
 # still run; the script exits nonzero if any failed:
 #   1. install   (60 s)  pip install --no-index --no-deps --target /tmp/site .whl/*.whl
 #   2. env       (30 s)  nvidia-smi, torch/CUDA versions, nvcc, CUDA_HOME, flash-attn
-#   3. jit       (270 s) import exllamav2 JIT-builds its C++/CUDA extension (sm_90,
+#   3. jit       (240 s) import exllamav2 JIT-builds its C++/CUDA extension (sm_90,
 #                        MAX_JOBS=16); a stale lock from a killed build is removed first
-#   4. pytest    (90 s)  python3 -m pytest tests/gpu -x -q (only the torch test if the JIT
+#   4. pytest    (75 s)  python3 -m pytest tests/gpu -x -q (only the torch test if the JIT
 #                        build failed, so a half-built extension cannot eat the box)
-#   5. bench     (110 s) python3 bench/gpu.py --out "$OUT" --budget-s 70
+#   5. bench     (100 s) python3 bench/gpu.py --out "$OUT" --budget-s 65
 #                        (--skip-exllamav2 if the JIT build failed)
+#   6. stack     (90 s)  bench/stack.py: HTTP → Celery → worker → Redis → SSE against the
+#                        same engine in-process, on the 1B model bench/gpu.py made
 # Worst case about 8 minutes; usually the JIT build is the only long stage.
 #
 # ops/gpu-check.sh --dry-run (on a CPU machine): a clean venv (python3.12 if found),
@@ -135,17 +137,22 @@ main() {
   export PYTHONPATH="$SITE:$PWD"
   setup_cuda_env
   stage env 30 "$OUT/env.txt" print_env
-  stage jit 270 "$OUT/jit.log" jit_build
+  stage jit 240 "$OUT/jit.log" jit_build
   local only=() skip=()
   if [[ " ${FAILED[*]:-} " == *" jit "* ]]; then
     clear_stale_jit_lock
     only=(-k torch_engine_cuda_matches_cpu)
     skip=(--skip-exllamav2)
   fi
-  stage pytest 90 "$OUT/pytest.log" \
-    python3 -m pytest tests/gpu -x -q -p no:cacheprovider "${only[@]}"
-  stage bench 110 "$OUT/bench.log" \
-    python3 bench/gpu.py --out "$OUT" --budget-s 70 "${skip[@]}"
+  stage pytest 75 "$OUT/pytest.log" \
+    python3 -m pytest tests/gpu -q -p no:cacheprovider "${only[@]}"
+  stage bench 100 "$OUT/bench.log" \
+    python3 bench/gpu.py --out "$OUT" --budget-s 65 "${skip[@]}"
+  local engine=exllamav2
+  [[ ${#skip[@]} -gt 0 ]] && engine=torch
+  stage stack 90 "$OUT/stack.log" \
+    python3 bench/stack.py --engine "$engine" --device cuda:0 --model-dir /tmp/uml-bench-1b \
+    --concurrency 1 8 32 64 --max-tokens 32 --rounds 1
   {
     echo
     [[ -f "$OUT/bench.md" ]] && cat "$OUT/bench.md"

@@ -52,7 +52,8 @@ def encode_event(event: Event) -> bytes:
 
 
 def decode_event(data: bytes | str) -> Event:
-    return _decoder.decode(data)
+    event: Event = _decoder.decode(data)
+    return event
 
 
 def is_final(event: Event) -> bool:
