@@ -2,7 +2,7 @@
 
 ``create_app(settings)`` wires controllers, OpenAI-shaped error handlers, the body-size
 limit and the OpenAPI docs (JSON at ``/schema/openapi.json``, Swagger UI at ``/docs``);
-Redis, Celery and the stream relay are opened in the lifespan hook and kept in
+Redis and the stream relay are opened in the lifespan hook and kept in
 ``app.state.resources``. Nothing lives in module globals.
 """
 

@@ -28,7 +28,9 @@ def create_celery(broker_url: str) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
-        worker_send_task_events=True,
+        # Task events cost a PUBLISH before each task starts; Flower turns them on at
+        # runtime (enable_events) when it attaches.
+        worker_send_task_events=False,
         task_create_missing_queues=True,
         broker_transport_options=broker_transport_options(),
         broker_connection_retry_on_startup=True,

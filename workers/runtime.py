@@ -34,22 +34,22 @@ from workers.stops import StopMatcher
 log = logging.getLogger(__name__)
 
 # Claim a job atomically: only a queued job (not cancelled) becomes running, once.
-# Returns {outcome, attempt, last_seq}.
+# Returns {outcome, attempt, last_seq, spec}.
 _CLAIM = """
 local job = KEYS[1]
 local status = redis.call('HGET', job, 'status')
-if not status then return {'missing', 0, 0} end
+if not status then return {'missing', 0, 0, false} end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local seq = 0
 if last[1] then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
-if status ~= 'queued' then return {'skip:' .. status, 0, seq} end
+if status ~= 'queued' then return {'skip:' .. status, 0, seq, false} end
 if redis.call('HGET', job, 'cancel') == '1' then
   redis.call('HSET', job, 'status', 'cancelled', 'finished_at', ARGV[2])
-  return {'cancelled', 0, seq}
+  return {'cancelled', 0, seq, false}
 end
 local attempt = redis.call('HINCRBY', job, 'attempt', 1)
 redis.call('HSET', job, 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
-return {'claimed', attempt, seq}
+return {'claimed', attempt, seq, redis.call('HGET', job, 'spec')}
 """
 
 
@@ -174,15 +174,15 @@ class Runtime:
 
     def run_job(self, job_id: str) -> str:
         """Claim ``job_id``, run it to its end, return its final status."""
-        outcome, attempt, last_seq = self._claim_job(job_id)
+        outcome, attempt, last_seq, raw_spec = self._claim_job(job_id)
         if outcome != "claimed":
             log.info("job %s not run: %s", job_id, outcome)
             if outcome == "cancelled":
                 self._record_unstarted_cancel(job_id, last_seq)
             return outcome
-        raw = self.redis.hget(job_key(job_id), "spec")
         try:
-            job = self._prepare(job_id, msgspec.json.decode(raw or b"null", type=JobSpec), attempt)
+            spec = msgspec.json.decode(raw_spec or b"null", type=JobSpec)
+            job = self._prepare(job_id, spec, attempt)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             self._fail_unstarted(job_id, attempt, last_seq, f"job could not be prepared: {exc}")
             return JobStatus.FAILED.value
@@ -191,12 +191,12 @@ class Runtime:
         job.done.wait()
         return (job.final_status or JobStatus.FAILED).value
 
-    def _claim_job(self, job_id: str) -> tuple[str, int, int]:
+    def _claim_job(self, job_id: str) -> tuple[str, int, int, bytes | None]:
         result: list[Any] = self._claim(
             keys=[job_key(job_id), events_key(job_id)], args=[self.worker_id, time.time()]
         )
         outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
-        return outcome, int(result[1]), int(result[2])
+        return outcome, int(result[1]), int(result[2]), result[3] or None
 
     def _prepare(self, job_id: str, spec: JobSpec, attempt: int) -> ActiveJob:
         """Render and tokenize the prompt (in the task thread, off the scheduler's path)."""
@@ -215,8 +215,7 @@ class Runtime:
                 f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({spec.sampling.max_tokens}) "
                 f"exceeds the model's context of {limit} tokens"
             )
-        self.redis.hset(job_key(job_id), "prompt_tokens", len(prompt_ids))
-        return ActiveJob(
+        job = ActiveJob(
             job_id=job_id,
             spec=spec,
             prompt_ids=prompt_ids,
@@ -225,6 +224,8 @@ class Runtime:
             detok=IncrementalDetokenizer(self.engine.decode),
             stops=StopMatcher(spec.sampling.stop),
         )
+        job.fields["prompt_tokens"] = len(prompt_ids)  # written with the first events
+        return job
 
     def _record_unstarted_cancel(self, job_id: str, last_seq: int) -> None:
         job = self._bare_job(job_id, 0, last_seq)

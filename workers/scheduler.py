@@ -14,7 +14,7 @@ import threading
 from protocol.states import JobStatus
 from workers.engines.base import Engine, EngineJob, StepOutput
 from workers.jobstate import ActiveJob
-from workers.sink import JobWrite, RedisSink
+from workers.sink import BackgroundWriter, JobWrite, RedisSink
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 class Scheduler:
     def __init__(self, engine: Engine, sink: RedisSink, idle_wait_s: float = 0.1) -> None:
         self._engine = engine
-        self._sink = sink
+        self._writer = BackgroundWriter(sink)
         self._idle_wait_s = idle_wait_s
         self._inbox: queue.SimpleQueue[ActiveJob | None] = queue.SimpleQueue()
         self._jobs: dict[str, ActiveJob] = {}
@@ -40,6 +40,7 @@ class Scheduler:
         self._stopping.set()
         self._inbox.put(None)
         self._thread.join(timeout)
+        self._writer.close(timeout)
 
     def submit(self, job: ActiveJob) -> None:
         """Hand ``job`` to the scheduler (any thread); ``job.done`` is set when it ends."""
@@ -59,8 +60,7 @@ class Scheduler:
         self._admit(block=not self._jobs)
         if not self._jobs:
             return
-        running = [job for job in self._jobs.values() if not job.finished]
-        if running:
+        if any(not job.finished for job in self._jobs.values()):
             for output in self._engine.step():
                 self._apply(output)
         self._flush()
@@ -96,27 +96,24 @@ class Scheduler:
             job.finish(output.finish_reason or "stop")
 
     def _flush(self) -> None:
-        writes = []
-        for job in self._jobs.values():
+        """Hand this iteration's writes to the writer; apply cancels it has seen so far."""
+        writes, done = [], []
+        for job in list(self._jobs.values()):
             events, fields = job.take_writes()
             if events or fields:
                 writes.append(JobWrite(job.job_id, events, fields, final=job.finished))
-        watch = [job.job_id for job in self._jobs.values() if not job.finished]
-        cancelled = self._sink.flush(writes, watch)
-        for job_id in [j for j, job in self._jobs.items() if job.finished]:
-            self._jobs.pop(job_id).done.set()
-        for job_id in cancelled:
-            self._engine.cancel(job_id)
-            self._jobs[job_id].finish("cancelled", JobStatus.CANCELLED)
+            if job.finished:
+                done.append(self._jobs.pop(job.job_id).done)
+        watch = list(self._jobs)
+        self._writer.submit(writes, watch, done)
+        for job_id in self._writer.take_cancelled():
+            job = self._jobs.get(job_id)
+            if job is not None and not job.finished:
+                self._engine.cancel(job_id)
+                job.finish("cancelled", JobStatus.CANCELLED)
 
     def _fail_all(self, message: str) -> None:
         for job in list(self._jobs.values()):
             self._engine.cancel(job.job_id)
             job.fail(message)
-        try:
-            self._flush()
-        except Exception:
-            log.exception("could not record the failure of %d jobs", len(self._jobs))
-            for job in self._jobs.values():
-                job.done.set()
-            self._jobs.clear()
+        self._flush()

@@ -1,19 +1,25 @@
 """Write every active job's new events and hash fields in one Redis round trip.
 
-One pipeline per scheduler iteration: ``XADD`` of each new event under its explicit id
-``{seq}-1`` (Redis rejects a duplicate, so a retried flush is idempotent), ``HSET`` of the
-job fields that changed, ``EXPIRE`` once a job ends, and ``HGET cancel`` of every running
-job so cancel flags come back in the same round trip.
+Once per scheduler iteration, one Lua script (``EVALSHA``) does all of it: ``XADD`` of each
+new event under its explicit id ``{seq}-1`` (Redis rejects a duplicate, so a retried flush
+is idempotent), ``HSET`` of the job fields that changed, ``EXPIRE`` once a job ends, and
+reading the cancel flag of every running job, so a cancel comes back in the same round
+trip. One command instead of three per job keeps the scheduler thread's Python work per
+token small: the profile of the pipelined version showed a fifth of the loop in reply
+parsing at 32 streams.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import redis
 
 from protocol.events import Event, encode_event
@@ -21,6 +27,38 @@ from protocol.jobs import to_hash
 from protocol.keys import EVENT_FIELD, entry_id, events_key, job_key
 
 log = logging.getLogger(__name__)
+
+# KEYS: job key and events key of each job, in pairs. ARGV[1]: retention seconds;
+# ARGV[2]: {"w": [[job index, [[entry id, event json], ...], [field, value, ...], final]],
+#           "c": [job index, ...]} (1-based indexes into the KEYS pairs);
+# ARGV[3]: the event field name.
+# Returns {cancelled job indexes, error messages}.
+_FLUSH = """
+local retention = tonumber(ARGV[1])
+local plan = cjson.decode(ARGV[2])
+local errors = {}
+for _, w in ipairs(plan.w) do
+  local jk, ek = KEYS[2 * w[1] - 1], KEYS[2 * w[1]]
+  for _, ev in ipairs(w[2]) do
+    local ok = redis.pcall('XADD', ek, ev[1], ARGV[3], ev[2])
+    if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller') then
+      table.insert(errors, ok.err)
+    end
+  end
+  if #w[3] > 0 then redis.call('HSET', jk, unpack(w[3])) end
+  if w[4] then
+    redis.call('EXPIRE', jk, retention)
+    redis.call('EXPIRE', ek, retention)
+  end
+end
+local cancelled = {}
+for _, i in ipairs(plan.c) do
+  if redis.call('HGET', KEYS[2 * i - 1], 'cancel') == '1' then table.insert(cancelled, i) end
+end
+return {cancelled, errors}
+"""
+
+_encoder = msgspec.json.Encoder()
 
 
 @dataclass(slots=True)
@@ -35,6 +73,7 @@ class RedisSink:
     def __init__(self, client: redis.Redis, retention_s: int) -> None:
         self._redis = client
         self._retention_s = retention_s
+        self._script = client.register_script(_FLUSH)
 
     def flush(self, writes: Sequence[JobWrite], watch: Iterable[str]) -> set[str]:
         """Write ``writes``; return the ids among ``watch`` whose cancel flag is set.
@@ -42,37 +81,92 @@ class RedisSink:
         Retries on connection errors with capped backoff until Redis answers: the
         scheduler stalls rather than losing a token.
         """
-        watch = list(watch)
+        keys, args, ids = self._plan(writes, list(watch))
+        if not keys:
+            return set()
         delay = 0.05
         while True:
             try:
-                return self._flush_once(writes, watch)
+                cancelled, errors = self._script(keys=keys, args=args)
+                break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        for error in errors:
+            log.error("event log write failed: %s", error)
+        return {ids[int(i) - 1] for i in cancelled}
 
-    def _flush_once(self, writes: Sequence[JobWrite], watch: list[str]) -> set[str]:
-        pipe = self._redis.pipeline(transaction=False)
+    def _plan(
+        self, writes: Sequence[JobWrite], watch: list[str]
+    ) -> tuple[list[str], list[Any], list[str]]:
+        index: dict[str, int] = {}
+        keys: list[str] = []
+        ids: list[str] = []
+
+        def slot(job_id: str) -> int:
+            if job_id not in index:
+                ids.append(job_id)
+                keys.extend((job_key(job_id), events_key(job_id)))
+                index[job_id] = len(ids)
+            return index[job_id]
+
+        plan_writes = []
         for write in writes:
-            self._queue_write(pipe, write)
-        for job_id in watch:
-            pipe.hget(job_key(job_id), "cancel")
-        results = pipe.execute(raise_on_error=False)
-        for result in results[: len(results) - len(watch)]:
-            if isinstance(result, redis.ConnectionError | redis.TimeoutError):
-                raise result
-            if isinstance(result, Exception) and "equal or smaller" not in str(result):
-                log.error("redis write failed: %s", result)
-        flags = results[len(results) - len(watch) :] if watch else []
-        return {job_id for job_id, flag in zip(watch, flags, strict=True) if flag == b"1"}
+            events = [[entry_id(e.seq), encode_event(e).decode()] for e in write.events]
+            fields = [item for pair in to_hash(write.fields).items() for item in pair]
+            plan_writes.append([slot(write.job_id), events, fields, write.final])
+        plan = {"w": plan_writes, "c": [slot(job_id) for job_id in watch]}
+        return keys, [self._retention_s, _encoder.encode(plan), EVENT_FIELD], ids
 
-    def _queue_write(self, pipe: Any, write: JobWrite) -> None:
-        stream = events_key(write.job_id)
-        for event in write.events:
-            pipe.xadd(stream, {EVENT_FIELD: encode_event(event)}, id=entry_id(event.seq))
-        if write.fields:
-            pipe.hset(job_key(write.job_id), mapping=to_hash(write.fields))  # type: ignore[arg-type]
-        if write.final:
-            pipe.expire(job_key(write.job_id), self._retention_s)
-            pipe.expire(stream, self._retention_s)
+
+class BackgroundWriter:
+    """Runs :meth:`RedisSink.flush` on its own thread, overlapping the next engine step.
+
+    The engine releases the GIL while it computes, so the Redis round trip of iteration
+    *n* costs the scheduler nothing while step *n + 1* runs (at one stream it was a quarter
+    of the loop). Batches are written in order; at most ``depth`` wait, so a slow Redis
+    slows the scheduler instead of growing a backlog. A job's ``done`` event is set only
+    after its final write has landed, and cancel flags arrive one iteration later.
+    """
+
+    def __init__(self, sink: RedisSink, depth: int = 2) -> None:
+        self._sink = sink
+        self._batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=depth)
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="uml-writer", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, writes: list[JobWrite], watch: list[str], written: list[threading.Event]
+    ) -> None:
+        self._batches.put(_Batch(writes, watch, written))
+
+    def take_cancelled(self) -> set[str]:
+        with self._lock:
+            cancelled, self._cancelled = self._cancelled, set()
+        return cancelled
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._batches.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            try:
+                cancelled = self._sink.flush(batch.writes, batch.watch)
+            except Exception:
+                log.exception("event log write failed for %d jobs", len(batch.writes))
+                cancelled = set()
+            with self._lock:
+                self._cancelled |= cancelled
+            for event in batch.written:
+                event.set()
+
+
+@dataclass(slots=True)
+class _Batch:
+    writes: list[JobWrite]
+    watch: list[str]
+    written: list[threading.Event]

@@ -41,7 +41,7 @@ async def _run(
     """Admit, queue and answer one generation request, streamed or whole."""
     await res.models.require(spec.model)
     retention_s = res.settings.redis.retention_s
-    job_id = await jobs.submit(res.redis, res.celery, spec, retention_s)
+    job_id = await jobs.submit(res.redis, spec, retention_s)
     created = int(time.time())
     headers = {JOB_HEADER: job_id}
     if req.stream:

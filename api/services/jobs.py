@@ -1,8 +1,8 @@
 """Jobs from the API's side: submit one, cancel one, follow or collect its event log.
 
-Submission contract (the workers rely on it): the job hash ``uml:job:{id}`` is written with
-status ``queued`` and the retention TTL in one pipeline, then the Celery task
-``uml.generate`` is sent with ``task_id = job id`` to ``model.<name>``.
+Submission contract (the workers rely on it): in one ``MULTI``, the job hash ``uml:job:{id}``
+is written with status ``queued`` and the retention TTL, and the Celery task ``uml.generate``
+(``task_id = job id``) is pushed onto ``model.<name>`` (see :mod:`api.enqueue`).
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import redis.asyncio as aioredis
-from celery import Celery
 from msgspec import Struct
 
+from api.enqueue import queue_list, task_message
 from api.errors import APIError, unavailable
 from api.relay import Relay, RelayUnavailable
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
@@ -43,8 +42,8 @@ def status_for_error(info: ErrorInfo) -> int:
     return 500
 
 
-async def submit(redis: aioredis.Redis, celery: Celery, spec: JobSpec, retention_s: int) -> str:
-    """Record the job and queue its task; return the job id."""
+async def submit(redis: aioredis.Redis, spec: JobSpec, retention_s: int) -> str:
+    """Record the job and queue its task in one transaction; return the job id."""
     job_id = new_job_id()
     record = JobRecord(
         id=job_id,
@@ -55,25 +54,15 @@ async def submit(redis: aioredis.Redis, celery: Celery, spec: JobSpec, retention
         spec=spec,
     )
     key = job_key(job_id)
+    queue = queue_name(spec.model)
+    priority = CELERY_PRIORITY_INTERACTIVE
+    message = task_message(TASK_GENERATE, job_id, [job_id], queue, priority)
     async with redis.pipeline(transaction=True) as pipe:
         fields: dict[Any, Any] = record_to_hash(record)
         pipe.hset(key, mapping=fields)
         pipe.expire(key, retention_s)
+        pipe.lpush(queue_list(queue, priority), message)
         await pipe.execute()
-
-    def send() -> None:
-        celery.send_task(
-            TASK_GENERATE,
-            args=[job_id],
-            task_id=job_id,
-            queue=queue_name(spec.model),
-            priority=CELERY_PRIORITY_INTERACTIVE,
-        )
-
-    try:
-        await anyio.to_thread.run_sync(send)
-    except Exception as exc:  # kombu raises OperationalError et al. when Redis is down
-        raise unavailable(f"Could not queue the job: {exc}") from exc
     return job_id
 
 
