@@ -11,4 +11,10 @@ from protocol.settings import Settings, get_settings
 def run(settings: Settings | None = None) -> None:
     """Run the API in this process until interrupted."""
     cfg = settings or get_settings()
-    uvicorn.run(create_app(cfg), host=cfg.server.host, port=cfg.server.port, log_level="info")
+    uvicorn.run(
+        create_app(cfg),
+        host=cfg.server.host,
+        port=cfg.server.port,
+        log_level="info",
+        access_log=cfg.server.access_log,
+    )

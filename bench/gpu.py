@@ -133,9 +133,7 @@ def llama_weights(shapes: dict[str, int], device: str, seed: int = 0) -> dict[st
     for i in range(shapes["num_hidden_layers"]):
         p = f"model.layers.{i}."
         w[p + "input_layernorm.weight"] = torch.ones(h, device=device, dtype=torch.float16)
-        w[p + "post_attention_layernorm.weight"] = torch.ones(
-            h, device=device, dtype=torch.float16
-        )
+        w[p + "post_attention_layernorm.weight"] = torch.ones(h, device=device, dtype=torch.float16)
         w[p + "self_attn.q_proj.weight"] = rand(h, h)
         w[p + "self_attn.k_proj.weight"] = rand(kv, h)
         w[p + "self_attn.v_proj.weight"] = rand(kv, h)
@@ -175,9 +173,7 @@ def prompts(n: int, vocab: int = 259, seed: int = 0) -> list[list[int]]:
 # -- drivers ---------------------------------------------------------------------------
 
 
-def drive_engine(
-    engine: Engine, name: str, jobs: int, max_new: int, deadline: float
-) -> Run:
+def drive_engine(engine: Engine, name: str, jobs: int, max_new: int, deadline: float) -> Run:
     """Our step loop: enqueue ``jobs`` jobs, step until all finish or ``deadline`` passes."""
     run = Run(engine=name, driver="engine", jobs=jobs)
     sampling = SamplingParams(max_tokens=max_new, temperature=0.0)
@@ -243,9 +239,7 @@ def _single_rate(times: list[float]) -> float | None:
 # -- parts -----------------------------------------------------------------------------
 
 
-def sweep(
-    report: Report, label: str, drive: Callable[[int, float], Run], budget_s: float
-) -> None:
+def sweep(report: Report, label: str, drive: Callable[[int, float], Run], budget_s: float) -> None:
     """Run ``drive`` at each concurrency, splitting ``budget_s``; skip what time forbids."""
     end = time.perf_counter() + budget_s
     for i, jobs in enumerate(CONCURRENCY):
@@ -267,10 +261,18 @@ def part_exllamav2(report: Report, model_dir: Path, max_new: int, budget_s: floa
     try:
         drive_engine(engine, "exllamav2", 1, 8, time.perf_counter() + 30)  # warm up
         half = budget_s / 2
-        sweep(report, "exllamav2/engine",
-              lambda n, d: drive_engine(engine, "exllamav2", n, max_new, d), half)
-        sweep(report, "exllamav2/raw",
-              lambda n, d: drive_raw_exllamav2(engine.generator, n, max_new, d), half)
+        sweep(
+            report,
+            "exllamav2/engine",
+            lambda n, d: drive_engine(engine, "exllamav2", n, max_new, d),
+            half,
+        )
+        sweep(
+            report,
+            "exllamav2/raw",
+            lambda n, d: drive_raw_exllamav2(engine.generator, n, max_new, d),
+            half,
+        )
     finally:
         engine.unload()
 
@@ -283,8 +285,12 @@ def part_torch(report: Report, model_dir: Path, max_new: int, budget_s: float) -
     engine.load(model_dir)
     try:
         drive_engine(engine, "torch", 1, 8, time.perf_counter() + 30)
-        sweep(report, "torch/engine",
-              lambda n, d: drive_engine(engine, "torch", n, max_new, d), budget_s)
+        sweep(
+            report,
+            "torch/engine",
+            lambda n, d: drive_engine(engine, "torch", n, max_new, d),
+            budget_s,
+        )
     finally:
         engine.unload()
 
@@ -377,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_exllamav2:
         report.skipped["exllamav2"] = "--skip-exllamav2 (its extension did not build)"
     else:
-        guarded(report, "exllamav2",
-                lambda: part_exllamav2(report, args.model_dir, args.max_new, share))
+        guarded(
+            report, "exllamav2", lambda: part_exllamav2(report, args.model_dir, args.max_new, share)
+        )
     guarded(report, "torch", lambda: part_torch(report, args.model_dir, args.max_new, share))
     roofline(report)
     write(report, args.out)

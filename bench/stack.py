@@ -22,10 +22,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.sse_client import stream_post  # noqa: E402
 from protocol.jobs import SamplingParams  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 from uml.redis_server import start_redis  # noqa: E402
@@ -94,9 +93,8 @@ def in_process(
     return Run(tokens, seconds, ttft)
 
 
-async def _stream(
-    client: httpx.AsyncClient, text: str, seed: int, max_tokens: int
-) -> tuple[int, float]:
+async def _stream(base: str, text: str, seed: int, max_tokens: int) -> tuple[int, float]:
+    host, port = base.removeprefix("http://").split(":")
     body = {
         "model": "tiny",
         "prompt": text,
@@ -109,34 +107,28 @@ async def _stream(
     started = time.perf_counter()
     first = 0.0
     tokens = 0
-    async with client.stream("POST", "/v1/completions", json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: {"):
-                continue
-            chunk = json.loads(line[6:])
-            if chunk["choices"] and not first:
-                first = time.perf_counter() - started
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
+    async for data in stream_post(host, int(port), "/v1/completions", json.dumps(body).encode()):
+        if not data.startswith(b"{"):
+            continue
+        chunk = json.loads(data)
+        if chunk["choices"] and not first:
+            first = time.perf_counter() - started
+        if chunk.get("usage"):
+            tokens = chunk["usage"]["completion_tokens"]
     return tokens, first
 
 
 async def _through_stack(base: str, concurrency: int, max_tokens: int, rounds: int) -> Run:
-    limits = httpx.Limits(
-        max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
-    )
-    async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as client:
-        tokens, seconds, ttft = 0, 0.0, []
-        for r in range(rounds + 1):
-            started = time.perf_counter()
-            results = await asyncio.gather(
-                *(_stream(client, text, seed, max_tokens) for text, seed in prompts(concurrency, r))
-            )
-            if r:
-                seconds += time.perf_counter() - started
-                tokens += sum(t for t, _ in results)
-                ttft += [f for _, f in results]
+    tokens, seconds, ttft = 0, 0.0, []
+    for r in range(rounds + 1):
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(_stream(base, text, seed, max_tokens) for text, seed in prompts(concurrency, r))
+        )
+        if r:
+            seconds += time.perf_counter() - started
+            tokens += sum(t for t, _ in results)
+            ttft += [f for _, f in results]
     return Run(tokens, seconds, ttft)
 
 

@@ -54,6 +54,9 @@ class ServerSettings(Struct, frozen=True, kw_only=True):
     sse_ping_s: Annotated[
         float, Meta(gt=0, description="Seconds between SSE comment pings on an idle stream.")
     ] = 15.0
+    access_log: Annotated[
+        bool, Meta(description="Log every HTTP request line (uvicorn's access log).")
+    ] = False
     models_cache_s: Annotated[
         float, Meta(ge=0, description="Seconds the API caches the set of live models.")
     ] = 1.0
@@ -74,6 +77,12 @@ class WorkerSettings(Struct, frozen=True, kw_only=True):
     max_seq_len: Annotated[
         int, Meta(ge=16, description="Longest prompt+completion a job may reach.")
     ] = 2048
+    switch_interval_ms: Annotated[
+        float,
+        Meta(
+            gt=0, description="Python's thread switch interval in a worker (the default is 5 ms)."
+        ),
+    ] = 0.5
     cpu_threads: Annotated[
         int,
         Meta(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -121,6 +122,9 @@ class Runtime:
         )
 
     def start(self) -> None:
+        # The engine thread holds the GIL between short torch ops; a thread that wants it
+        # back (Celery's consumer, task threads) waits up to the switch interval each time.
+        sys.setswitchinterval(self.settings.worker.switch_interval_ms / 1000)
         self.scheduler.start()
         self.beat()
         self._heartbeat.start()
