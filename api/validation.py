@@ -60,6 +60,8 @@ def _decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
         raise invalid_request(_PATH.sub("", text), param=param) from None
     except msgspec.DecodeError as exc:
         raise invalid_request(f"Request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside strings
+        raise invalid_request(f"Request body is not valid UTF-8: {exc.reason}") from None
 
 
 def _sampling(

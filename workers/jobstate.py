@@ -103,12 +103,18 @@ class ActiveJob:
             finished_at=time.time(),
         )
 
-    def fail(self, message: str, error_type: str = "server_error") -> None:
+    def fail(
+        self,
+        message: str,
+        error_type: str = "server_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         if self.finished:
             return
         self.finished = True
         self.final_status = JobStatus.FAILED
-        error = ErrorInfo(message=message, type=error_type)
+        error = ErrorInfo(message=message, type=error_type, param=param, code=code)
         self.events.append(ErrorEvent(seq=self._next_seq(), error=error))
         self.fields.update(status=JobStatus.FAILED.value, error=error, finished_at=time.time())
 

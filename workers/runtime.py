@@ -57,6 +57,16 @@ return {'claimed', attempt, seq, redis.call('HGET', job, 'spec')}
 _NO_SAMPLING = SamplingParams(max_tokens=1)
 
 
+class ContextTooLong(ValueError):
+    """The prompt plus max_tokens does not fit the model's context (OpenAI's error code)."""
+
+    code = "context_length_exceeded"
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -187,6 +197,9 @@ class Runtime:
         try:
             spec = msgspec.json.decode(raw_spec or b"null", type=JobSpec)
             job = self._prepare(job_id, spec, attempt)
+        except ContextTooLong as exc:
+            self._fail_unstarted(job_id, attempt, last_seq, str(exc), exc.param, exc.code)
+            return JobStatus.FAILED.value
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             self._fail_unstarted(job_id, attempt, last_seq, f"job could not be prepared: {exc}")
             return JobStatus.FAILED.value
@@ -215,9 +228,10 @@ class Runtime:
         prompt_ids = self.engine.encode(prompt)
         limit = self.settings.worker.max_seq_len
         if len(prompt_ids) + spec.sampling.max_tokens > limit:
-            raise ValueError(
-                f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({spec.sampling.max_tokens}) "
-                f"exceeds the model's context of {limit} tokens"
+            raise ContextTooLong(
+                f"The prompt ({len(prompt_ids)} tokens) plus max_tokens "
+                f"({spec.sampling.max_tokens}) exceeds the model's context of {limit} tokens",
+                param="messages" if spec.kind == "chat" else "prompt",
             )
         job = ActiveJob(
             job_id=job_id,
@@ -236,9 +250,17 @@ class Runtime:
         job.finish("cancelled", JobStatus.CANCELLED)
         self._write_final(job)
 
-    def _fail_unstarted(self, job_id: str, attempt: int, last_seq: int, message: str) -> None:
+    def _fail_unstarted(
+        self,
+        job_id: str,
+        attempt: int,
+        last_seq: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         job = self._bare_job(job_id, attempt, last_seq)
-        job.fail(message, error_type="invalid_request_error")
+        job.fail(message, error_type="invalid_request_error", param=param, code=code)
         self._write_final(job)
 
     def _bare_job(self, job_id: str, attempt: int, last_seq: int) -> ActiveJob:

@@ -288,3 +288,13 @@ def test_invalid_json_gets_openai_error(http: httpx.Client) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_prompt_longer_than_the_context_is_a_clear_400(http: httpx.Client) -> None:
+    body = {"model": MODEL, "prompt": "a" * 3000, "max_tokens": 10}
+    response = http.post("/v1/completions", json=body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert error["param"] == "prompt"
+    assert "context" in error["message"]

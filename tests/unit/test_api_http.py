@@ -104,6 +104,9 @@ async def test_model_cache_rechecks_redis_before_404(redis: aioredis.Redis) -> N
         (b'{"model": "tiny", "messages": [{"role": 1}]}', "messages[0].role"),
         (b'{"model": "tiny", "prompt": "x"}', "messages"),
         (b'{"model": "tiny", "messages": [{"role": "user"}], "n": 2}', "n"),
+        (b'{"model": "tiny", "messages": [{"role": "user", "content": "\xff\xfe"}]}', None),
+        (b'{"model": "tiny", "messages": [{"role": "user"}], "max_tokens": 1e400}', "max_tokens"),
+        (b"[" * 1000 + b"]" * 1000, None),
     ],
 )
 async def test_bad_bodies_are_400_naming_the_field(

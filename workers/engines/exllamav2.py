@@ -75,13 +75,13 @@ def step_output(result: Mapping[str, Any]) -> StepOutput | None:
         return StepOutput(result["identifier"], token_ids) if token_ids else None
     token_ids += _ids(result.get("held", {}).get("token_ids"))
     reason = result.get("eos_reason", "stop_token")
-    if reason == "stop_token" and token_ids and token_ids[-1] == result.get(
-        "eos_triggering_token_id"
+    if (
+        reason == "stop_token"
+        and token_ids
+        and token_ids[-1] == result.get("eos_triggering_token_id")
     ):
         token_ids.pop()
-    return StepOutput(
-        result["identifier"], token_ids, True, _FINISH_REASONS.get(reason, "stop")
-    )
+    return StepOutput(result["identifier"], token_ids, True, _FINISH_REASONS.get(reason, "stop"))
 
 
 def _eos_ids(model_dir: Path, tokenizer_eos: int | None) -> list[int]:
@@ -192,7 +192,11 @@ class ExLlamaV2Engine:
         self._model_dir = model_dir
         log.info(
             "exllamav2: loaded %s on %s, %s batching (max batch %d, %d cache tokens)",
-            model_dir, self.device, self.batching, batch, self._cache.max_seq_len,
+            model_dir,
+            self.device,
+            self.batching,
+            batch,
+            self._cache.max_seq_len,
         )
 
     def _choose_paged(self, config: Any) -> bool:
