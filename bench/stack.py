@@ -144,6 +144,11 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=None, help="default: a fresh tiny model")
     args = parser.parse_args()
     slots = max(args.concurrency)
+
+    def rounds(concurrency: int) -> int:
+        """Enough rounds for at least 32 requests per row, so percentiles mean something."""
+        return max(args.rounds, -(-32 // concurrency))
+
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or make_tiny(Path(tmp) / "tiny", seed=0)
         server = start_redis(Path(tmp) / "redis", appendonly=True)
@@ -155,9 +160,9 @@ def main() -> None:
             _, base = stack.start_api()
             for c in args.concurrency:
                 local = in_process(
-                    model_dir, c, args.max_tokens, args.rounds, slots, args.engine, args.device
+                    model_dir, c, args.max_tokens, rounds(c), slots, args.engine, args.device
                 )
-                remote = asyncio.run(_through_stack(base, c, args.max_tokens, args.rounds))
+                remote = asyncio.run(_through_stack(base, c, args.max_tokens, rounds(c)))
                 rows.append((c, local, remote))
         finally:
             stack.stop()
@@ -169,7 +174,8 @@ def print_table(rows: list[tuple[int, Run, Run]], args: argparse.Namespace) -> N
     machine = f"{platform.node()} ({os.cpu_count()} cores, Python {platform.python_version()})"
     print(f"# bench/stack.py on {machine}")
     print(
-        f"# max_tokens={args.max_tokens}, rounds={args.rounds}, temperature 1.0, seeded; "
+        f"# max_tokens={args.max_tokens}, rounds={args.rounds} (at least 32 requests a row), "
+        "temperature 1.0, seeded; "
         f"engine {args.engine} on {args.device}, model {args.model_dir or 'tiny'}\n"
     )
     print(
