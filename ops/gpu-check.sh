@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One GPU check run (<= 8 minutes) on the offline H200 machine, from the repo root,
 # with the wheels of ops/gpu-wheels.sh in .whl/ beside it. Results go to "${OUT:-./gpu-results}"
-# (flat, at most 8 files: env.txt, jit.log, pytest.log, bench.log, bench.json,
-# bench.md, stack.log, results.md).
+# (flat, at most 8 files: env.txt (with the JIT log), pytest.log, bench.log, bench.json,
+# bench.md, stack.log, results.md, and exllamav2_ext.so.xz: the built extension, to put
+# in .whl/ for the next run so it skips the build).
 #
 # Stages, each under its own `timeout`; a failed stage is recorded and the later ones
 # still run; the script exits nonzero if any failed:
@@ -54,6 +55,23 @@ stage() {
 install_wheels() {
   rm -rf "$SITE"
   python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHL"/*.whl
+  # An extension built by an earlier run (see save_extension): exllamav2 imports a module
+  # named exllamav2_ext before it falls back to the JIT build, so this skips ~130 s.
+  if [[ -f "$WHL/exllamav2_ext.so.xz" ]] && command -v xz >/dev/null; then
+    xz -dc "$WHL/exllamav2_ext.so.xz" >"$SITE/exllamav2_ext.so"
+    echo "using the carried exllamav2_ext.so"
+  fi
+}
+
+save_extension() {
+  # Bring the JIT-built extension back (xz, under the 16 MiB a returned file may have) so
+  # the next run can carry it in .whl/ instead of building again.
+  local so
+  command -v xz >/dev/null || return 0
+  so=$(python3 -c 'import exllamav2_ext; print(exllamav2_ext.__file__)' 2>/dev/null) || return 0
+  [[ "$so" == "$SITE/"* ]] && return 0  # it was carried in; nothing new to save
+  xz -T0 -6 -c "$so" >"$OUT/exllamav2_ext.so.xz"
+  ls -l "$OUT/exllamav2_ext.so.xz"
 }
 
 setup_cuda_env() {
@@ -137,7 +155,8 @@ main() {
   export PYTHONPATH="$SITE:$PWD"
   setup_cuda_env
   stage env 30 "$OUT/env.txt" print_env
-  stage jit 240 "$OUT/jit.log" jit_build
+  stage jit 240 "$OUT/env.txt" jit_build
+  [[ " ${FAILED[*]:-} " == *" jit "* ]] || save_extension >>"$OUT/env.txt" 2>&1 || true
   local only=() skip=()
   if [[ " ${FAILED[*]:-} " == *" jit "* ]]; then
     clear_stale_jit_lock
@@ -164,7 +183,7 @@ main() {
 }
 
 # Functions run under `timeout` need to be visible to the child bash.
-export -f log install_wheels setup_cuda_env print_env clear_stale_jit_lock jit_build
+export -f log install_wheels save_extension setup_cuda_env print_env clear_stale_jit_lock jit_build
 export WHL SITE
 
 if [[ "${1:-}" == "--dry-run" ]]; then dry_run; else main; fi
