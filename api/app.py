@@ -4,6 +4,9 @@
 limit and the OpenAPI docs (JSON at ``/schema/openapi.json``, Swagger UI at ``/docs``);
 Redis and the stream relay are opened in the lifespan hook and kept in
 ``app.state.resources``. Nothing lives in module globals.
+
+Every route needs an API key (:mod:`api.security.middleware`) except the ones marked
+``opt=PUBLIC`` (``/health``, ``/docs``) and the OpenAPI routes under ``/schema``.
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.response import Redirect
 
+from api.controllers.admin import AdminKeysController
 from api.controllers.health import HealthController
 from api.controllers.openai import OpenAIController
 from api.errors import exception_handlers
+from api.security.middleware import PUBLIC, auth_middleware
 from api.state import open_resources
 from protocol.settings import Settings, get_settings
 
 
-@get("/docs", include_in_schema=False)
+@get("/docs", include_in_schema=False, opt=PUBLIC)
 async def docs() -> Redirect:
     return Redirect("/schema/docs")
 
@@ -39,7 +44,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
 
     return Litestar(
-        route_handlers=[OpenAIController, HealthController, docs],
+        route_handlers=[OpenAIController, AdminKeysController, HealthController, docs],
+        middleware=[auth_middleware()],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=cfg.server.max_body_bytes,

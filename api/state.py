@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from litestar.datastructures import State
 
 from api.relay import Relay
+from api.security.keys import Authenticator, KeyStore, load_bootstrap
 from api.services.models import LiveModels
 from protocol.settings import Settings
 
@@ -21,6 +22,8 @@ class Resources:
     redis: aioredis.Redis
     relay: Relay
     models: LiveModels
+    keys: KeyStore
+    authenticator: Authenticator
 
     @staticmethod
     def of(state: State) -> Resources:
@@ -30,6 +33,7 @@ class Resources:
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open Redis and the stream relay; close them in reverse order."""
+    bootstrap = load_bootstrap(settings.security)
     timeout = settings.redis.socket_timeout_s
     redis = aioredis.Redis.from_url(
         settings.redis.url,
@@ -40,12 +44,15 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     )
     relay = Relay(settings.redis.url, block_ms=settings.redis.block_ms, socket_timeout_s=timeout)
     await relay.start()
+    keys = KeyStore(redis)
     try:
         yield Resources(
             settings=settings,
             redis=redis,
             relay=relay,
             models=LiveModels(redis, settings.server.models_cache_s),
+            keys=keys,
+            authenticator=Authenticator(keys, bootstrap),
         )
     finally:
         await relay.stop()

@@ -30,7 +30,7 @@ from protocol.openai import (
 )
 from protocol.settings import ServerSettings
 
-R = TypeVar("R", CompletionRequest, ChatCompletionRequest)
+R = TypeVar("R", bound=msgspec.Struct)
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
@@ -49,7 +49,8 @@ def error_param(message: str) -> str | None:
     return path or None
 
 
-def _decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
+def decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
+    """Decode a request body; any fault is a 400 naming the field (``param``)."""
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -97,7 +98,7 @@ def _sampling(
 
 def completion(body: bytes, cfg: ServerSettings) -> tuple[CompletionRequest, JobSpec]:
     """Decode and check a ``/v1/completions`` body."""
-    req = _decode(_completion_decoder, body)
+    req = decode(_completion_decoder, body)
     if req.logprobs is not None:
         raise not_supported("logprobs")
     if req.best_of is not None and req.best_of > 1:
@@ -133,7 +134,7 @@ def _flatten(message: ChatMessage, index: int) -> ChatMessage:
 
 def chat(body: bytes, cfg: ServerSettings) -> tuple[ChatCompletionRequest, JobSpec]:
     """Decode and check a ``/v1/chat/completions`` body."""
-    req = _decode(_chat_decoder, body)
+    req = decode(_chat_decoder, body)
     if req.logprobs or req.top_logprobs:
         raise not_supported("logprobs" if req.logprobs else "top_logprobs")
     if req.tools:

@@ -12,12 +12,16 @@ import asyncio
 from collections.abc import AsyncIterator
 
 
-async def stream_post(host: str, port: int, path: str, body: bytes) -> AsyncIterator[bytes]:
-    """POST ``body`` as JSON and yield the payload of every SSE ``data:`` line."""
+async def stream_post(
+    host: str, port: int, path: str, body: bytes, api_key: str | None = None
+) -> AsyncIterator[bytes]:
+    """POST ``body`` as JSON (with ``api_key`` as a Bearer token) and yield every SSE ``data:``."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
+        auth = f"Authorization: Bearer {api_key}\r\n" if api_key else ""
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"{auth}"
             f"Accept: text/event-stream\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
         writer.write(head.encode() + body)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.sse_client import stream_post  # noqa: E402
 from protocol.jobs import SamplingParams  # noqa: E402
+from tests.auth import ADMIN_KEY  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 from uml.redis_server import start_redis  # noqa: E402
 from workers.detok import IncrementalDetokenizer  # noqa: E402
@@ -107,7 +108,8 @@ async def _stream(base: str, text: str, seed: int, max_tokens: int) -> tuple[int
     started = time.perf_counter()
     first = 0.0
     tokens = 0
-    async for data in stream_post(host, int(port), "/v1/completions", json.dumps(body).encode()):
+    payload = json.dumps(body).encode()
+    async for data in stream_post(host, int(port), "/v1/completions", payload, ADMIN_KEY):
         if not data.startswith(b"{"):
             continue
         chunk = json.loads(data)

@@ -17,6 +17,15 @@ CELERY_PRIORITY_BATCH = 6
 CELERY_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
+APIKEYS_SET = f"{PREFIX}:apikeys"
+"""A set of the ids of every stored API key (``uml keys list``, ``GET /admin/keys``)."""
+
+
+def apikey_key(key_id: str) -> str:
+    """One API key's record: JSON of :class:`protocol.auth.ApiKey` (hash only, no secret)."""
+    return f"{PREFIX}:apikey:{key_id}"
+
+
 def job_key(job_id: str) -> str:
     """The job record: a Redis hash of :class:`protocol.jobs.JobRecord` fields."""
     return f"{PREFIX}:job:{job_id}"

@@ -92,16 +92,31 @@ class WorkerSettings(Struct, frozen=True, kw_only=True):
     ] = 0
 
 
+class SecuritySettings(Struct, frozen=True, kw_only=True):
+    """Read from ``UML_<FIELD>``. The admin key is a secret: it is never logged or printed."""
+
+    admin_key: Annotated[
+        str,
+        Meta(description="Bootstrap admin API key (24+ printable characters); empty: none."),
+    ] = ""
+    admin_key_file: Annotated[
+        str,
+        Meta(description="File holding the bootstrap admin key, read when UML_ADMIN_KEY is empty."),
+    ] = ""
+
+
 class Settings(Struct, frozen=True, kw_only=True):
     redis: RedisSettings
     server: ServerSettings
     worker: WorkerSettings
+    security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
 
 
 _PREFIXES: dict[type[Struct], str] = {
     RedisSettings: "UML_REDIS_",
     ServerSettings: "UML_",
     WorkerSettings: "UML_WORKER_",
+    SecuritySettings: "UML_",
 }
 
 
@@ -129,7 +144,10 @@ def load(cls: type[T], env: dict[str, str] | None = None) -> T:
 def get_settings() -> Settings:
     """The process's settings, read once."""
     return Settings(
-        redis=load(RedisSettings), server=load(ServerSettings), worker=load(WorkerSettings)
+        redis=load(RedisSettings),
+        server=load(ServerSettings),
+        worker=load(WorkerSettings),
+        security=load(SecuritySettings),
     )
 
 

@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     dev.set_defaults(func=_dev)
 
+    from uml.keys import add_parser as add_keys_parser
+
+    add_keys_parser(sub)
+
     settings = sub.add_parser("settings", help="print every setting with its default")
     settings.set_defaults(func=_settings)
     return parser

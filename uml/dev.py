@@ -1,7 +1,9 @@
 """``uml dev``: Redis (when REDIS_URL is unset), the tiny model, one worker and the API.
 
 Everything runs in the foreground as children of this process; Ctrl-C or SIGTERM stops
-every child, and nothing is left running.
+every child, and nothing is left running. Unless ``UML_ADMIN_KEY`` or ``UML_ADMIN_KEY_FILE``
+is set, an admin key is made once and kept in ``<data>/admin.key`` (mode 0600); the API
+reads it through ``UML_ADMIN_KEY_FILE`` and the banner prints it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
+from protocol.auth import new_bootstrap_secret
 from uml.redis_server import RedisServer, start_redis
 
 
@@ -33,6 +36,7 @@ def run_dev(data_dir: Path, port: int) -> int:
     children: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
+        admin_key = _admin_key(data_dir, env)
         if not env.get("REDIS_URL"):
             redis_server = start_redis(data_dir / "redis")
             env["REDIS_URL"] = redis_server.url
@@ -49,6 +53,8 @@ def run_dev(data_dir: Path, port: int) -> int:
             f"  docs      {base}/docs\n"
             f"  OpenAPI   {base}/schema/openapi.json\n"
             f"  Redis     {env['REDIS_URL']}\n"
+            f"  admin key {admin_key}\n"
+            f"            (export UML_API_KEY=... and send `Authorization: Bearer $UML_API_KEY`)\n"
             f"Press Ctrl-C to stop.\n",
             flush=True,
         )
@@ -59,6 +65,22 @@ def run_dev(data_dir: Path, port: int) -> int:
         _stop_all(children)
         if redis_server is not None:
             redis_server.stop()
+
+
+def _admin_key(data_dir: Path, env: dict[str, str]) -> str:
+    """The admin key the API will accept; made once under ``data_dir`` when none is given."""
+    if env.get("UML_ADMIN_KEY"):
+        return env["UML_ADMIN_KEY"]
+    path = Path(env["UML_ADMIN_KEY_FILE"]) if env.get("UML_ADMIN_KEY_FILE") else None
+    if path is None:
+        path = data_dir / "admin.key"
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(new_bootstrap_secret() + "\n")
+        env["UML_ADMIN_KEY_FILE"] = str(path)
+    return path.read_text().strip()
 
 
 def _uml(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:

@@ -9,6 +9,7 @@ from litestar.datastructures import State
 from msgspec import Struct
 from redis.exceptions import RedisError
 
+from api.security.middleware import PUBLIC
 from api.state import Resources
 
 
@@ -22,6 +23,7 @@ class Health(Struct, kw_only=True):
 class HealthController(Controller):
     path = "/health"
     tags = ["ops"]
+    opt = PUBLIC
 
     @get(summary="Service health", description="Always 200; `status` says what is wrong.")
     async def health(self, state: State) -> Health:

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.auth import AUTH
 from tests.integration.stack import Stack
 from uml.redis_server import RedisServer
 
@@ -41,5 +42,5 @@ def api_url(stack: Stack) -> str:
 
 @pytest.fixture
 def http(api_url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=api_url, timeout=60) as client:
+    with httpx.Client(base_url=api_url, timeout=60, headers=AUTH) as client:
         yield client

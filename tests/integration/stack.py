@@ -15,6 +15,7 @@ import httpx
 import redis
 
 from protocol.keys import WORKERS_SET, worker_key
+from tests.auth import ADMIN_KEY
 from uml.redis_server import free_port
 
 
@@ -53,7 +54,10 @@ class Proc:
 
 @dataclass
 class Stack:
-    """Starts and stops the service's processes against one Redis."""
+    """Starts and stops the service's processes against one Redis.
+
+    API processes accept :data:`tests.auth.ADMIN_KEY` as their bootstrap admin key.
+    """
 
     redis_url: str
     log_dir: Path
@@ -61,7 +65,9 @@ class Stack:
     procs: list[Proc] = field(default_factory=list)
 
     def _env(self) -> dict[str, str]:
-        return dict(os.environ, REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1", **self.extra_env)
+        env = dict(os.environ, REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
+        env.pop("UML_ADMIN_KEY_FILE", None)
+        return {**env, "UML_ADMIN_KEY": ADMIN_KEY, **self.extra_env}
 
     def _spawn(self, name: str, args: list[str]) -> Proc:
         log_path = self.log_dir / f"{name}-{len(self.procs)}.log"

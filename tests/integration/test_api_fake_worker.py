@@ -34,8 +34,15 @@ from protocol.keys import (
     worker_key,
 )
 from protocol.openai import ErrorInfo, Usage
-from protocol.settings import RedisSettings, ServerSettings, Settings, WorkerSettings
+from protocol.settings import (
+    RedisSettings,
+    SecuritySettings,
+    ServerSettings,
+    Settings,
+    WorkerSettings,
+)
 from protocol.workers import ModelState, WorkerInfo
+from tests.auth import ADMIN_KEY, AUTH
 from uml.redis_server import free_port
 
 MODEL = "tiny"
@@ -117,6 +124,7 @@ def base_url(redis_url: str) -> Iterator[str]:
         redis=RedisSettings(url=redis_url, block_ms=1000, socket_timeout_s=5),
         server=ServerSettings(sse_ping_s=0.2),
         worker=WorkerSettings(),
+        security=SecuritySettings(admin_key=ADMIN_KEY),
     )
     port = free_port()
     config = uvicorn.Config(
@@ -138,7 +146,7 @@ def base_url(redis_url: str) -> Iterator[str]:
 
 @pytest.fixture
 def sdk(base_url: str) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0, timeout=20)
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=ADMIN_KEY, max_retries=0, timeout=20)
     yield client
     client.close()
 
@@ -210,7 +218,9 @@ def _cancelled(worker: FakeWorker) -> bool:
 
 def test_stream_disconnect_cancels_the_job(base_url: str, worker: FakeWorker) -> None:
     body = {"model": MODEL, "prompt": "hang", "stream": True}
-    with httpx.stream("POST", f"{base_url}/v1/completions", json=body, timeout=10) as response:
+    with httpx.stream(
+        "POST", f"{base_url}/v1/completions", json=body, headers=AUTH, timeout=10
+    ) as response:
         assert response.status_code == 200
         for line in response.iter_lines():
             if line.startswith("data: ") and "..." in line:
@@ -221,5 +231,10 @@ def test_stream_disconnect_cancels_the_job(base_url: str, worker: FakeWorker) ->
 def test_sync_disconnect_cancels_the_job(base_url: str, worker: FakeWorker) -> None:
     body = {"model": MODEL, "prompt": "hang"}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{base_url}/v1/completions", json=body, timeout=httpx.Timeout(10, read=0.5))
+        httpx.post(
+            f"{base_url}/v1/completions",
+            json=body,
+            headers=AUTH,
+            timeout=httpx.Timeout(10, read=0.5),
+        )
     wait_for(lambda: _cancelled(worker))

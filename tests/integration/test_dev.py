@@ -43,7 +43,8 @@ def _alive(pid: int) -> bool:
 
 def test_uml_dev_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    unset = {"REDIS_URL", "UML_ADMIN_KEY", "UML_ADMIN_KEY_FILE"}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
     log = (tmp_path / "dev.log").open("wb")
     dev = subprocess.Popen(
         [
@@ -68,8 +69,15 @@ def test_uml_dev_starts_everything_and_stops_cleanly(tmp_path: Path) -> None:
         )
         assert (tmp_path / ".uml" / "models" / "tiny" / "config.json").exists()
         assert (tmp_path / ".uml" / "redis").is_dir()
+        key_file = tmp_path / ".uml" / "admin.key"
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        admin_key = key_file.read_text().strip()
+        assert admin_key in (tmp_path / "dev.log").read_text()  # the banner prints it
         body = {"model": "tiny", "prompt": "hi", "max_tokens": 4}
-        response = httpx.post(f"{base}/v1/completions", json=body, timeout=30)
+        url = f"{base}/v1/completions"
+        assert httpx.post(url, json=body, timeout=30).status_code == 401
+        headers = {"Authorization": f"Bearer {admin_key}"}
+        response = httpx.post(url, json=body, headers=headers, timeout=30)
         assert response.status_code == 200, response.text
         children = _descendants(dev.pid)
         assert len(children) >= 3  # redis-server, worker, API

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from protocol.keys import job_key
+from tests.auth import AUTH
 from tests.integration.conftest import MODEL
 from tests.integration.stack import Stack, wait_for
 
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_disconnect_mid_stream_cancels_the_job(api_url: str, stack: Stack) -> None:
     body = {"model": MODEL, "prompt": "long", "max_tokens": 1500, "stream": True, "seed": 1}
-    with httpx.Client(base_url=api_url, timeout=30) as client:
+    with httpx.Client(base_url=api_url, timeout=30, headers=AUTH) as client:
         with client.stream("POST", "/v1/completions", json=body) as response:
             for line in response.iter_lines():
                 if line.startswith("data: {"):

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.auth import ADMIN_KEY
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples read the key from ``UML_API_KEY``, as the README tells a reader to set it."""
+    monkeypatch.setenv("UML_API_KEY", ADMIN_KEY)
 
 
 def _blocks(language: str) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.auth import AUTH
 from tests.integration.stack import Stack, wait_for
 from uml.redis_server import start_redis
 
@@ -38,7 +39,7 @@ def test_health_reports_when_the_only_worker_is_gone(
             lambda: health()["status"] == "no_workers", 10, "/health to notice the worker left"
         )
         assert health()["workers"] == 0
-        models = httpx.get(f"{base}/v1/models", timeout=5).json()
+        models = httpx.get(f"{base}/v1/models", headers=AUTH, timeout=5).json()
         assert models["data"] == []
     finally:
         stack.stop()

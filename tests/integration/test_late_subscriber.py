@@ -14,6 +14,7 @@ import pytest
 
 from api.relay import Relay
 from protocol.events import DoneEvent, StatusEvent, TokenEvent
+from tests.auth import AUTH
 from tests.integration.conftest import MODEL
 from tests.integration.stack import Stack
 
@@ -25,7 +26,7 @@ async def _run(api_url: str, redis_url: str) -> None:
     relay = Relay(redis_url, block_ms=1000, socket_timeout_s=5)
     await relay.start()
     try:
-        async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=api_url, timeout=60, headers=AUTH) as client:
             async with client.stream("POST", "/v1/completions", json=body) as response:
                 lines = response.aiter_lines()
                 first = await _next_chunk(lines)
@@ -73,7 +74,7 @@ def test_log_starts_with_running_status(api_url: str, stack: Stack) -> None:
         relay = Relay(stack.redis_url, block_ms=1000, socket_timeout_s=5)
         await relay.start()
         try:
-            async with httpx.AsyncClient(base_url=api_url, timeout=60) as client:
+            async with httpx.AsyncClient(base_url=api_url, timeout=60, headers=AUTH) as client:
                 body = {"model": MODEL, "prompt": "x", "max_tokens": 4}
                 job_id = (await client.post("/v1/completions", json=body)).json()["id"]
             sub = await relay.subscribe(job_id, after_seq=0)

@@ -12,6 +12,7 @@ import openai
 import pytest
 import redis
 
+from tests.auth import ADMIN_KEY, AUTH
 from tests.integration.conftest import MODEL
 
 pytestmark = pytest.mark.timeout(180)
@@ -98,7 +99,7 @@ def test_chat_stream_with_usage(http: httpx.Client) -> None:
 
 
 def test_openai_sdk_unchanged(api_url: str) -> None:
-    client = openai.OpenAI(base_url=f"{api_url}/v1", api_key="unused")
+    client = openai.OpenAI(base_url=f"{api_url}/v1", api_key=ADMIN_KEY)
     models = [m.id for m in client.models.list()]
     assert MODEL in models
     chat = client.chat.completions.create(
@@ -148,12 +149,12 @@ def test_32_concurrent_streams_complete(api_url: str) -> None:
         return i, "".join(parts), usage, finish
 
     async def run_all() -> list[tuple[int, str, dict[str, Any], str]]:
-        async with httpx.AsyncClient(base_url=api_url, timeout=120) as client:
+        async with httpx.AsyncClient(base_url=api_url, timeout=120, headers=AUTH) as client:
             return await asyncio.gather(*(one(client, i) for i in range(32)))
 
     results = asyncio.run(run_all())
     assert len(results) == 32
-    with httpx.Client(base_url=api_url, timeout=60) as http:
+    with httpx.Client(base_url=api_url, timeout=60, headers=AUTH) as http:
         for i, text, _, _ in results[:4]:
             body = {
                 "model": MODEL,

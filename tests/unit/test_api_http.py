@@ -19,8 +19,15 @@ from api.app import create_app
 from api.errors import APIError
 from api.services.models import LiveModels
 from protocol.keys import WORKERS_SET, worker_key
-from protocol.settings import RedisSettings, ServerSettings, Settings, WorkerSettings
+from protocol.settings import (
+    RedisSettings,
+    SecuritySettings,
+    ServerSettings,
+    Settings,
+    WorkerSettings,
+)
 from protocol.workers import ModelState, WorkerInfo
+from tests.auth import ADMIN_KEY, AUTH
 from uml.redis_server import free_port
 
 CHAT = "/v1/chat/completions"
@@ -32,6 +39,7 @@ def settings(url: str, **server: Any) -> Settings:
         redis=RedisSettings(url=url, block_ms=500, socket_timeout_s=2),
         server=ServerSettings(**{"max_body_bytes": 4096, "max_tokens_cap": 64, **server}),
         worker=WorkerSettings(),
+        security=SecuritySettings(admin_key=ADMIN_KEY),
     )
 
 
@@ -45,6 +53,7 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
     async with AsyncTestClient(create_app(settings(redis_url, models_cache_s=60))) as client:
+        client.headers.update(AUTH)
         yield client
 
 
@@ -144,6 +153,7 @@ async def test_health_tracks_workers(client: AsyncTestClient[Any], redis: aiored
 async def test_redis_down_is_503_and_health_says_so() -> None:
     url = f"redis://127.0.0.1:{free_port()}/0"
     async with AsyncTestClient(create_app(settings(url))) as client:
+        client.headers.update(AUTH)
         resp = await client.post(CHAT, json={"model": "tiny", "messages": USER})
         assert error_of(resp, 503)["type"] == "service_unavailable"
         assert resp.headers["retry-after"] == "1"
