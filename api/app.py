@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from litestar import Litestar, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 
 from api.controllers.admin import AdminKeysController
@@ -54,6 +55,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             version="0.1.0",
             description="OpenAI-compatible LLM job service.",
             path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(type="http", scheme="bearer"),
+                    "apiKey": SecurityScheme(
+                        type="apiKey", name="X-API-Key", security_scheme_in="header"
+                    ),
+                }
+            ),
+            security=[{"bearer": []}, {"apiKey": []}],
             render_plugins=[SwaggerRenderPlugin(path="/docs")],
         ),
     )

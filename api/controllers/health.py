@@ -25,7 +25,11 @@ class HealthController(Controller):
     tags = ["ops"]
     opt = PUBLIC
 
-    @get(summary="Service health", description="Always 200; `status` says what is wrong.")
+    @get(
+        summary="Service health",
+        description="Always 200; `status` says what is wrong. Needs no API key.",
+        security=[{}],
+    )
     async def health(self, state: State) -> Health:
         try:
             snap = await Resources.of(state).models.refresh()

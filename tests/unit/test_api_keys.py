@@ -173,7 +173,10 @@ async def test_revoking_an_unknown_key_is_404(client: AsyncTestClient[Any]) -> N
 
 async def test_public_routes_need_no_key(client: AsyncTestClient[Any]) -> None:
     assert (await client.get("/health")).status_code == 200
-    assert (await client.get("/schema/openapi.json")).status_code == 200
+    schema = (await client.get("/schema/openapi.json")).json()
+    assert set(schema["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert schema["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert schema["paths"]["/health"]["get"]["security"] == [{}]
     assert (await client.get("/docs", follow_redirects=True)).status_code == 200
 
 
