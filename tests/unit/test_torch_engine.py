@@ -197,3 +197,29 @@ def test_empty_job_is_refused_and_unloaded_engine_raises(engine: TorchEngine) ->
     engine.enqueue(EngineJob("y", [0, 5], greedy()))
     with pytest.raises(RuntimeError, match="no model"):
         engine.step()
+
+
+def test_joining_jobs_ride_the_decode_forward(engine: TorchEngine) -> None:
+    """A step that decodes running jobs and admits short new ones runs one forward, not two."""
+    forwards = 0
+    original = engine._forward
+
+    def counting(*args: object, **kwargs: object) -> torch.Tensor:
+        nonlocal forwards
+        forwards += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    engine._forward = counting  # type: ignore[method-assign]
+    try:
+        engine.enqueue(job(engine, 0, greedy(max_tokens=4)))
+        engine.step()  # prefill alone
+        engine.enqueue(job(engine, 1, greedy(max_tokens=4)))
+        engine.enqueue(job(engine, 2, greedy(max_tokens=4)))
+        forwards = 0
+        outputs = engine.step()
+        assert forwards == 1
+        assert {o.job_id for o in outputs} == {"job-0", "job-1", "job-2"}
+    finally:
+        engine._forward = original  # type: ignore[method-assign]
+        for i in range(3):
+            engine.cancel(f"job-{i}")

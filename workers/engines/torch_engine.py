@@ -41,6 +41,10 @@ __all__ = ["SlotCache", "TorchEngine"]
 PREFILL_TOKEN_BUDGET = 8192
 """Most (padded) tokens one prefill forward takes; more waiting jobs prefill next step."""
 
+MIXED_TOKEN_BUDGET = 2048
+"""Most (padded) tokens of a step that decodes running jobs and prefills new ones in one
+forward; bigger arrivals get their own prefill forward (see ``TorchEngine._mixable``)."""
+
 KV_BUCKET = 32
 """Decode attends over a multiple of this many positions (masked beyond each row's length),
 so attention kernels see few distinct shapes (cuDNN would plan every new length anew)."""
@@ -78,6 +82,13 @@ class SlotCache(Cache):
         self._mode, self._slots = "prefill", list(slots)
         self._needed = max(length for _, _, length in slots)
 
+    def for_mixed(self, starts: Sequence[int], counts: Sequence[int], needed: int) -> None:
+        """Next forward: batch row ``b`` (= cache row ``b``) writes its last ``counts[b]`` query
+        positions at cache positions ``starts[b]`` on, then attends over ``[:needed]``."""
+        self._mode, self._needed = "mixed", needed
+        rows = enumerate(zip(starts, counts, strict=True))
+        self._slots = [(b, start, count) for b, (start, count) in rows]
+
     def update(
         self,
         key_states: torch.Tensor,
@@ -92,6 +103,13 @@ class SlotCache(Cache):
                 keys[slot, :, :length] = key_states[b, :, pad:]
                 values[slot, :, :length] = value_states[b, :, pad:]
             return key_states, value_states
+        if self._mode == "mixed":
+            width = key_states.shape[2]
+            for row, start, count in self._slots:
+                keys[row, :, start : start + count] = key_states[row, :, width - count :]
+                values[row, :, start : start + count] = value_states[row, :, width - count :]
+            rows = len(self._slots)
+            return keys[:rows, :, : self._needed], values[:rows, :, : self._needed]
         keys[self._rows, :, self._positions] = key_states[:, :, 0]
         values[self._rows, :, self._positions] = value_states[:, :, 0]
         rows = self._rows.shape[0]
@@ -220,6 +238,9 @@ class TorchEngine:
         model = self._require_model()
         outputs: list[StepOutput] = []
         with torch.inference_mode():
+            group = self._mixable() if self._running else []
+            if group:
+                return outputs + self._mixed(model, group)
             if self._running:
                 outputs += self._decode(model)
             outputs += self._admit(model)
@@ -288,6 +309,57 @@ class TorchEngine:
         if group:
             outputs += self._prefill(model, group)
         return outputs
+
+    def _mixable(self) -> list[_Running]:
+        """Waiting jobs to prefill inside this step's decode forward, or ``[]``.
+
+        One forward instead of two whenever jobs join: every row is padded (on the left) to
+        the longest new prompt, so this is worth it only while that padding stays small
+        (``MIXED_TOKEN_BUDGET``); beyond it, or for jobs that cannot run, the step falls
+        back to a decode forward plus separate prefills.
+        """
+        group: list[_Running] = []
+        width = 1
+        for job in self._waiting:
+            if len(self._running) + len(group) >= self.max_batch or self._reject(job) is not None:
+                break
+            wider = max(width, len(_tokens(job)))
+            if wider * (len(self._running) + len(group) + 1) > MIXED_TOKEN_BUDGET:
+                break
+            width = wider
+            group.append(_Running(job, _row_sampling(job.sampling), generated=len(job.forced_ids)))
+        for _ in group:
+            self._waiting.popleft()
+        return group
+
+    def _mixed(self, model: PreTrainedModel, group: list[_Running]) -> list[StepOutput]:
+        """One forward: a new token for every running row and the prompt of every new one."""
+        device = model.device
+        decoding = list(self._running)
+        tokens = [[r.last] for r in decoding] + [_tokens(r.job) for r in group]
+        starts = [r.length for r in decoding] + [0] * len(group)
+        counts = [len(t) for t in tokens]
+        width = max(counts)
+        ids = torch.tensor([[0] * (width - len(t)) + t for t in tokens], device=device)
+        start = torch.tensor(starts, device=device)[:, None]
+        offset = torch.tensor([width - c for c in counts], device=device)[:, None]
+        span = torch.arange(width, device=device)[None, :]
+        positions = (start + span - offset).clamp(min=0)
+        needed = max(a + c for a, c in zip(starts, counts, strict=True))
+        needed = min(_round_up(needed, KV_BUCKET), self.max_seq_len)
+        self._cache.for_mixed(starts, counts, needed)
+        key = torch.arange(needed, device=device)[None, None, :]
+        real = span[:, :, None] >= offset[:, :, None]
+        visible = (key <= positions[:, :, None]) & real
+        visible = visible | (~real & (key == 0))  # padded queries see one key: no NaN
+        mask = _additive(visible, model.dtype)[:, None]
+        logits = self._forward(model, ids, positions, mask)
+        for r in decoding:
+            r.length += 1
+        for r, t in zip(group, tokens[len(decoding) :], strict=True):
+            r.length = len(t)
+        self._running += group
+        return self._advance(decoding + group, logits)
 
     def _reject(self, job: EngineJob) -> StepOutput | None:
         """A finished output for a job that cannot generate at all, else ``None``."""
