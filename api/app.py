@@ -24,6 +24,7 @@ from api.controllers.admin import AdminKeysController
 from api.controllers.health import HealthController
 from api.controllers.openai import OpenAIController
 from api.errors import exception_handlers
+from api.security.cors import cors_config
 from api.security.middleware import PUBLIC, auth_middleware
 from api.state import open_resources
 from protocol.settings import Settings, get_settings
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=cfg.server.max_body_bytes,
+        cors_config=cors_config(cfg.security),
         openapi_config=OpenAPIConfig(
             title="Universal Model Launcher",
             version="0.1.0",

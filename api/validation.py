@@ -3,9 +3,14 @@
 Bodies are decoded here with msgspec (not by Litestar) so every failure names the field at
 fault: msgspec's path ``$.messages[0].role`` becomes ``param = "messages[0].role"``.
 
-HTTP status: malformed JSON, wrong types, out-of-range values and unsupported features all
-answer **400** ``invalid_request_error``, as OpenAI does (never 422). A body above
-``max_body_bytes`` answers 413 (Litestar's limit, translated in :mod:`api.errors`).
+HTTP status: malformed JSON, invalid UTF-8, nesting too deep to decode, numbers out of
+range, wrong types and unsupported features all answer **400** ``invalid_request_error``,
+as OpenAI does (never 422, never a 5xx). A body above ``max_body_bytes`` answers 413
+(Litestar's limit, translated in :mod:`api.errors`).
+
+Caps (settings): ``max_tokens``, stop strings (count and length), chat messages, and the
+prompt's total characters, an API-side bound that needs no tokenizer (the worker still
+enforces the model's token context).
 
 Unknown fields are ignored (the SDK adds new ones often). Fields that would silently change
 what is generated (``n > 1``, ``logprobs``, ``best_of``, ``echo``, ``suffix``, tools,
@@ -63,6 +68,8 @@ def decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
         raise invalid_request(f"Request body is not valid JSON: {exc}") from None
     except UnicodeDecodeError as exc:  # msgspec raises it for invalid UTF-8 inside strings
         raise invalid_request(f"Request body is not valid UTF-8: {exc.reason}") from None
+    except RecursionError:  # msgspec's guard against deep nesting in free-form fields
+        raise invalid_request("Request body is nested too deeply") from None
 
 
 def _sampling(
@@ -86,6 +93,10 @@ def _sampling(
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     if len(stop) > cfg.max_stop:
         raise invalid_request(f"At most {cfg.max_stop} stop sequences are allowed", param="stop")
+    if any(len(s) > cfg.max_stop_chars for s in stop):
+        raise invalid_request(
+            f"A stop sequence may be at most {cfg.max_stop_chars} characters", param="stop"
+        )
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=req.temperature,
@@ -115,9 +126,17 @@ def completion(body: bytes, cfg: ServerSettings) -> tuple[CompletionRequest, Job
         prompt = req.prompt[0]
     else:
         prompt = req.prompt
+    _check_prompt_chars(len(prompt), "prompt", cfg)
     sampling = _sampling(req, req.max_tokens, cfg)
     spec = JobSpec(kind="completion", model=req.model, sampling=sampling, prompt=prompt)
     return req, spec
+
+
+def _check_prompt_chars(chars: int, param: str, cfg: ServerSettings) -> None:
+    if chars > cfg.max_prompt_chars:
+        raise invalid_request(
+            f"The prompt may be at most {cfg.max_prompt_chars} characters", param=param
+        )
 
 
 def _flatten(message: ChatMessage, index: int) -> ChatMessage:
@@ -143,7 +162,10 @@ def chat(body: bytes, cfg: ServerSettings) -> tuple[ChatCompletionRequest, JobSp
         raise not_supported("tool_choice")
     if req.response_format and req.response_format.get("type", "text") != "text":
         raise not_supported("response_format", "response_format other than text")
+    if len(req.messages) > cfg.max_messages:
+        raise invalid_request(f"At most {cfg.max_messages} messages are allowed", param="messages")
     messages = [_flatten(m, i) for i, m in enumerate(req.messages)]
+    _check_prompt_chars(sum(len(m.content or "") for m in messages), "messages", cfg)
     max_tokens = req.max_completion_tokens or req.max_tokens
     sampling = _sampling(req, max_tokens, cfg)
     spec = JobSpec(kind="chat", model=req.model, sampling=sampling, messages=messages)

@@ -14,12 +14,14 @@ import msgspec
 from msgspec import Meta, Struct, field
 
 # Reusable field definitions keep the two request types consistent.
-MaxTokens = Annotated[int, Meta(ge=1, description="Most tokens to generate.")]
+MaxTokens = Annotated[int, Meta(ge=1, le=2**31 - 1, description="Most tokens to generate.")]
 Temperature = Annotated[
     float, Meta(ge=0.0, le=2.0, description="Sampling temperature; 0 is greedy.")
 ]
 TopP = Annotated[float, Meta(gt=0.0, le=1.0, description="Nucleus sampling mass.")]
-TopK = Annotated[int, Meta(ge=-1, description="Keep the k most likely tokens; 0 or -1 disables.")]
+TopK = Annotated[
+    int, Meta(ge=-1, le=2**31 - 1, description="Keep the k most likely tokens; 0 or -1 disables.")
+]
 Seed = Annotated[
     int, Meta(ge=-(2**63), le=2**63 - 1, description="Seed for reproducible sampling.")
 ]
@@ -48,7 +50,7 @@ class _SamplingFields(Struct, kw_only=True):
     stop: Stop = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: Annotated[int, Meta(ge=1)] = 1
+    n: Annotated[int, Meta(ge=1, le=128)] = 1
     user: str | None = None
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0

@@ -51,6 +51,18 @@ class ServerSettings(Struct, frozen=True, kw_only=True):
         int, Meta(ge=1, description="max_tokens of a chat request that names none.")
     ] = 256
     max_stop: Annotated[int, Meta(ge=0, description="Most stop strings per request.")] = 4
+    max_stop_chars: Annotated[
+        int, Meta(ge=1, description="Longest stop string, in characters.")
+    ] = 256
+    max_messages: Annotated[int, Meta(ge=1, description="Most messages in one chat request.")] = 512
+    max_prompt_chars: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Most prompt characters per request (all messages together); the "
+            "worker still enforces the model's token context.",
+        ),
+    ] = 200_000
     sse_ping_s: Annotated[
         float, Meta(gt=0, description="Seconds between SSE comment pings on an idle stream.")
     ] = 15.0
@@ -103,6 +115,29 @@ class SecuritySettings(Struct, frozen=True, kw_only=True):
         str,
         Meta(description="File holding the bootstrap admin key, read when UML_ADMIN_KEY is empty."),
     ] = ""
+    cors_origins: Annotated[
+        str,
+        Meta(
+            description="Comma-separated origins a browser may call the API from "
+            "(e.g. https://app.example.com); empty: no CORS headers at all."
+        ),
+    ] = ""
+    cors_allow_credentials: Annotated[
+        bool,
+        Meta(description="Let browsers send cookies / HTTP auth cross-origin (never with `*`)."),
+    ] = False
+    audit_maxlen: Annotated[
+        int, Meta(ge=100, description="Approximate number of records kept in the uml:audit stream.")
+    ] = 100_000
+    audit_log_text: Annotated[
+        bool,
+        Meta(description="Also write prompt and completion text into audit records (default off)."),
+    ] = False
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The origins of ``cors_origins``, blanks dropped."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
 class Settings(Struct, frozen=True, kw_only=True):

@@ -140,7 +140,11 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host or settings.server.host,
         port=settings.server.port if args.port is None else args.port,
     )
-    run(msgspec.structs.replace(settings, server=server))
+    try:
+        run(msgspec.structs.replace(settings, server=server))
+    except ValueError as exc:  # a setting the app refuses, e.g. CORS `*` with credentials
+        print(f"uml serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
