@@ -25,7 +25,7 @@ from api.controllers.health import HealthController
 from api.controllers.openai import OpenAIController
 from api.errors import exception_handlers
 from api.security.cors import cors_config
-from api.security.middleware import PUBLIC, auth_middleware
+from api.security.middleware import PUBLIC, RateLimitMiddleware, auth_middleware
 from api.state import open_resources
 from protocol.settings import Settings, get_settings
 
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     return Litestar(
         route_handlers=[OpenAIController, AdminKeysController, HealthController, docs],
-        middleware=[auth_middleware()],
+        middleware=[auth_middleware(), RateLimitMiddleware()],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         request_max_body_size=cfg.server.max_body_bytes,

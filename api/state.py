@@ -12,6 +12,7 @@ from litestar.datastructures import State
 
 from api.relay import Relay
 from api.security.keys import Authenticator, KeyStore, load_bootstrap
+from api.security.limits import Limiter
 from api.services.models import LiveModels
 from protocol.settings import Settings
 
@@ -24,6 +25,7 @@ class Resources:
     models: LiveModels
     keys: KeyStore
     authenticator: Authenticator
+    limiter: Limiter
 
     @staticmethod
     def of(state: State) -> Resources:
@@ -53,6 +55,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             models=LiveModels(redis, settings.server.models_cache_s),
             keys=keys,
             authenticator=Authenticator(keys, bootstrap),
+            limiter=Limiter(redis, settings.limits),
         )
     finally:
         await relay.stop()

@@ -20,6 +20,9 @@ CELERY_PRIORITY_STEPS = (0, 3, 6, 9)
 APIKEYS_SET = f"{PREFIX}:apikeys"
 """A set of the ids of every stored API key (``uml keys list``, ``GET /admin/keys``)."""
 
+AUDIT_STREAM = f"{PREFIX}:audit"
+"""The audit log: a capped stream of :class:`protocol.audit.AuditRecord` JSON in ``data``."""
+
 
 def apikey_key(key_id: str) -> str:
     """One API key's record: JSON of :class:`protocol.auth.ApiKey` (hash only, no secret)."""
@@ -79,3 +82,16 @@ def broker_transport_options(socket_timeout_s: float = 10.0) -> dict[str, object
         "health_check_interval": 10,
         "retry_on_timeout": True,
     }
+
+
+def ratelimit_key(key_id: str, window: str) -> str:
+    """One API key's counter for ``window`` (rpm, rph, burst, tpm): a hash ``w``, ``c``, ``p``.
+
+    The ``{key_id}`` hash tag keeps all of a key's counters in one cluster slot.
+    """
+    return f"{PREFIX}:rl:{{{key_id}}}:{window}"
+
+
+def streams_key(key_id: str) -> str:
+    """One API key's open streams: a sorted set of lease tokens scored by lease expiry (ms)."""
+    return f"{PREFIX}:rl:{{{key_id}}}:streams"

@@ -140,11 +140,42 @@ class SecuritySettings(Struct, frozen=True, kw_only=True):
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
 
+class LimitSettings(Struct, frozen=True, kw_only=True):
+    """Per-key rate limits, read from ``UML_LIMIT_<FIELD>``; a key's own limits override them.
+
+    The bootstrap admin key is never limited. See docs/security.md, "Rate limits".
+    """
+
+    enabled: Annotated[
+        bool, Meta(description="Enforce per-key limits; false turns them and RateLimit-* off.")
+    ] = True
+    rpm: Annotated[int, Meta(ge=1, description="Default requests per minute per key.")] = 600
+    rph: Annotated[int, Meta(ge=1, description="Default requests per hour per key.")] = 20000
+    burst: Annotated[
+        int, Meta(ge=1, description="Default burst limit: requests per second per key.")
+    ] = 50
+    tpm: Annotated[
+        int,
+        Meta(ge=1, description="Default prompt+completion tokens per minute per key."),
+    ] = 1_000_000
+    max_streams: Annotated[
+        int, Meta(ge=1, description="Most streaming responses one key may have open at once.")
+    ] = 64
+    stream_lease_s: Annotated[
+        float,
+        Meta(
+            ge=5,
+            description="A stream slot not renewed this long (its API process died) is freed.",
+        ),
+    ] = 60.0
+
+
 class Settings(Struct, frozen=True, kw_only=True):
     redis: RedisSettings
     server: ServerSettings
     worker: WorkerSettings
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
+    limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
 
 
 _PREFIXES: dict[type[Struct], str] = {
@@ -152,6 +183,7 @@ _PREFIXES: dict[type[Struct], str] = {
     ServerSettings: "UML_",
     WorkerSettings: "UML_WORKER_",
     SecuritySettings: "UML_",
+    LimitSettings: "UML_LIMIT_",
 }
 
 
@@ -183,6 +215,7 @@ def get_settings() -> Settings:
         server=load(ServerSettings),
         worker=load(WorkerSettings),
         security=load(SecuritySettings),
+        limits=load(LimitSettings),
     )
 
 

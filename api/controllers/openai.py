@@ -11,6 +11,7 @@ from litestar.response import Stream
 
 from api import render, validation
 from api.openapi import ChatOperation, CompletionOperation
+from api.security.limits import METERED
 from api.services import jobs
 from api.state import Resources
 from protocol.jobs import JobSpec
@@ -40,6 +41,8 @@ async def _run(
 ) -> Response[Any] | Stream:
     """Admit, queue and answer one generation request, streamed or whole."""
     await res.models.require(spec.model)
+    policy = res.limiter.policy(request.user)
+    stream_slot = await res.limiter.open_stream(policy) if req.stream else None
     retention_s = res.settings.redis.retention_s
     job_id = await jobs.submit(res.redis, spec, retention_s)
     created = int(time.time())
@@ -47,8 +50,10 @@ async def _run(
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         renderer = render.ChunkRenderer(spec.kind, job_id, spec.model, created, include_usage)
-        events = jobs.follow(
-            res.relay, res.redis, job_id, retention_s, res.settings.server.sse_ping_s
+        events = res.limiter.metered(
+            jobs.follow(res.relay, res.redis, job_id, retention_s, res.settings.server.sse_ping_s),
+            policy,
+            stream_slot,
         )
         return Stream(
             renderer.stream(events),
@@ -60,6 +65,7 @@ async def _run(
     )
     if result is None:  # the client left; nobody reads this
         return Response(b"", status_code=499)
+    await res.limiter.charge(policy, result.usage.total_tokens)
     body: CompletionResponse | ChatCompletionResponse
     if spec.kind == "chat":
         body = render.chat_response(job_id, spec.model, created, result)
@@ -78,6 +84,7 @@ class OpenAIController(Controller):
         description="OpenAI-compatible text completion; `stream: true` answers SSE chunks.",
         status_code=200,
         operation_class=CompletionOperation,
+        opt=METERED,
     )
     async def completions(
         self, request: Request[Any, Any, Any], state: State
@@ -92,6 +99,7 @@ class OpenAIController(Controller):
         description="OpenAI-compatible chat completion; `stream: true` answers SSE chunks.",
         status_code=200,
         operation_class=ChatOperation,
+        opt=METERED,
     )
     async def chat_completions(
         self, request: Request[Any, Any, Any], state: State

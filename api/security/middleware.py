@@ -6,6 +6,9 @@ as early, but the middleware also feeds ``request.user`` to later layers). Route
 explicitly with ``opt={"exclude_from_auth": True}`` (``/health``, ``/docs``); the OpenAPI
 routes under ``/schema`` are excluded by path. ``OPTIONS`` is left alone for CORS preflight.
 
+:class:`RateLimitMiddleware` runs right after it and admits the request against the key's
+limits (:mod:`api.security.limits`).
+
 The key comes from ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; when both are
 sent they must agree.
 """
@@ -13,10 +16,17 @@ sent they must agree.
 from __future__ import annotations
 
 from litestar.connection import ASGIConnection
-from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.enums import ScopeType
+from litestar.middleware import (
+    AbstractAuthenticationMiddleware,
+    ASGIMiddleware,
+    AuthenticationResult,
+)
 from litestar.middleware.base import DefineMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.security.keys import unauthorized
+from api.security.limits import METERED, rate_limited
 from api.state import Resources
 
 EXCLUDE_OPT = "exclude_from_auth"
@@ -63,3 +73,34 @@ def auth_middleware() -> DefineMiddleware:
     return DefineMiddleware(
         ApiKeyMiddleware, exclude=EXCLUDED_PATHS, exclude_from_auth_key=EXCLUDE_OPT
     )
+
+
+class RateLimitMiddleware(ASGIMiddleware):
+    """Admits each authenticated request and puts ``RateLimit-*`` on its response.
+
+    Runs after :class:`ApiKeyMiddleware` (it needs ``user``) and
+    skips the routes that need no key. Headers are added to ``http.response.start``, so
+    error responses and streams carry them too.
+    """
+
+    scopes = (ScopeType.HTTP,)
+    exclude_opt_key = EXCLUDE_OPT
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        limiter = Resources.of(scope["litestar_app"].state).limiter
+        policy = limiter.policy(scope.get("user"))
+        if policy is None:
+            await next_app(scope, receive, send)
+            return
+        metered = all(scope["route_handler"].opt.get(k) for k in METERED)
+        decision = await limiter.admit(policy, metered)
+        if not decision.allowed:
+            raise rate_limited(decision)
+        extra = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await next_app(scope, receive, send_with_headers)

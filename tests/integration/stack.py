@@ -18,6 +18,10 @@ from protocol.keys import WORKERS_SET, worker_key
 from tests.auth import ADMIN_KEY
 from uml.redis_server import free_port
 
+STREAM_CAP = 4
+"""Open streams per user key in test stacks (``UML_LIMIT_MAX_STREAMS``); admin: unlimited."""
+
+
 
 def wait_for(
     condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.02
@@ -67,7 +71,8 @@ class Stack:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ, REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
         env.pop("UML_ADMIN_KEY_FILE", None)
-        return {**env, "UML_ADMIN_KEY": ADMIN_KEY, **self.extra_env}
+        limits = {"UML_LIMIT_MAX_STREAMS": str(STREAM_CAP)}
+        return {**env, "UML_ADMIN_KEY": ADMIN_KEY, **limits, **self.extra_env}
 
     def _spawn(self, name: str, args: list[str]) -> Proc:
         log_path = self.log_dir / f"{name}-{len(self.procs)}.log"

@@ -71,14 +71,14 @@ def test_revoke_through_one_api_holds_on_the_other_within_1s(
 
 def test_cli_create_list_rotate_with_grace(stack: Stack, clients: list[httpx.Client]) -> None:
     a, b = clients
-    made = uml_keys(stack, "create", "--name", "cli", "--scope", "user", "--rpm", "7")
+    made = uml_keys(stack, "create", "--name", "cli", "--scope", "user", "--rpm", "700")
     assert made.returncode == 0, made.stderr
     old = made.stdout.strip()
     key_id, _ = auth.parse_key(old) or pytest.fail(f"not a key: {old!r}")
     assert status(a, old) == 200 and status(b, old) == 200
 
     listed = uml_keys(stack, "list")
-    assert listed.returncode == 0 and key_id in listed.stdout and "rpm=7" in listed.stdout
+    assert listed.returncode == 0 and key_id in listed.stdout and "rpm=700" in listed.stdout
     assert old not in listed.stdout + listed.stderr
 
     rotated = uml_keys(stack, "rotate", key_id, "--grace", "5s")

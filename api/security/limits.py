@@ -1,0 +1,348 @@
+"""Per-key rate limits shared by every API replica: burst, per minute, per hour, tokens, streams.
+
+Each window is a sliding-window counter (the algorithm of the ``limits`` library's
+``SlidingWindowCounterRateLimiter``): a counter for the current aligned bucket and one for
+the previous, and the count is ``previous * (part of the window still covering it) +
+current``. It needs O(1) memory per key and window, where a moving window's log would
+hold up to ``rph`` timestamps per key. Clocks are Redis's (``TIME``), so replicas agree::
+
+    request ─► auth middleware ─► ApiKey ─► policy_for ─► Policy | None (unlimited)
+                                                │
+        ADMIT_LUA, one EVALSHA: roll buckets, test burst/rpm/rph (+ tpm on generation
+        routes), charge all of them or none ─► Decision
+                                                │
+             429 + Retry-After + RateLimit-*  ◄─┴─►  handler; RateLimit-* on its response
+
+Tokens are charged after a job ends (:meth:`Limiter.charge`) and streams hold a renewed
+lease in a sorted set (:meth:`Limiter.open_stream`). Why Lua and not ``limits`` itself:
+its ``hit`` charges one window per round trip and answers only a bool, so three windows
+would be three round trips (six with the stats the headers need) and a refusal by the
+third would already have charged the first two; and it cannot charge a cost that may
+overrun the limit, which a finished job's tokens must.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+import redis.asyncio as aioredis
+
+from api.errors import APIError
+from protocol.auth import BOOTSTRAP_ID, ApiKey
+from protocol.events import DoneEvent, Event
+from protocol.keys import ratelimit_key, streams_key
+from protocol.settings import LimitSettings
+
+METERED = {"uml_metered": True}
+"""Route ``opt`` of the generation routes: a spent token budget refuses them."""
+
+_ROLL = """
+local function roll(key, period, now)
+  local idx = math.floor(now / period)
+  local h = redis.call('HMGET', key, 'w', 'c', 'p')
+  local w, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
+  if w == idx - 1 then p, c = c, 0 elseif w ~= idx then p, c = 0, 0 end
+  return idx, c, p
+end
+local function weighted(c, p, period, now)
+  return math.floor(p * (period - now % period) / period) + c
+end
+local function store(key, idx, c, p, period)
+  redis.call('HSET', key, 'w', idx, 'c', c, 'p', p)
+  redis.call('PEXPIRE', key, 2 * period)
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+ADMIT_LUA = (
+    _ROLL
+    + """
+-- KEYS: n request windows, then the token window if ARGV[2] == 1.
+-- ARGV: n, check_tokens, then period_ms and limit for each key.
+local n, check_tokens = tonumber(ARGV[1]), tonumber(ARGV[2])
+local ok, out, state = 1, {0, now}, {}
+for i = 1, #KEYS do
+  local period, limit = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
+  local idx, c, p = roll(KEYS[i], period, now)
+  if weighted(c, p, period, now) + 1 > limit then ok = 0 end
+  state[i] = {idx, c, p, period}
+  out[#out + 1] = c
+  out[#out + 1] = p
+end
+if ok == 1 then
+  for i = 1, n do
+    local s = state[i]
+    store(KEYS[i], s[1], s[2] + 1, s[3], s[4])
+  end
+end
+out[1] = ok
+return out
+"""
+)
+
+CHARGE_LUA = (
+    _ROLL
+    + """
+-- KEYS[1]: the token window; ARGV: period_ms, tokens. Charged even past the limit.
+local period = tonumber(ARGV[1])
+local idx, c, p = roll(KEYS[1], period, now)
+store(KEYS[1], idx, c + tonumber(ARGV[2]), p, period)
+return c + tonumber(ARGV[2])
+"""
+)
+
+LEASE_LUA = """
+-- KEYS[1]: the key's stream leases; ARGV: cap (0: renew only), lease_ms, token.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cap, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if cap == 0 then
+  redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[3])
+else
+  local open = redis.call('ZCARD', KEYS[1])
+  if open >= cap then return {0, open} end
+  redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+end
+redis.call('PEXPIRE', KEYS[1], lease)
+return {1, redis.call('ZCARD', KEYS[1])}
+"""
+
+
+@dataclass(frozen=True)
+class Window:
+    """``limit`` per ``period_ms``; ``name`` is the counter's and the message's."""
+
+    name: str
+    period_ms: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one key may do: request windows, a token budget, a stream cap."""
+
+    key_id: str
+    requests: tuple[Window, ...]
+    tokens: Window
+    max_streams: int
+    lease_ms: int
+
+
+_UNIT = {1000: "second", 60_000: "minute", 3_600_000: "hour"}
+
+
+def policy_for(key: object, cfg: LimitSettings) -> Policy | None:
+    """The key's limits (its own, else the defaults); ``None``: unlimited.
+
+    The bootstrap admin key is unlimited: it is the break-glass key that must still work
+    to revoke a runaway key, and it is not meant to carry traffic.
+    """
+    if not cfg.enabled or not isinstance(key, ApiKey) or key.id == BOOTSTRAP_ID:
+        return None
+    own = key.limits
+    return Policy(
+        key_id=key.id,
+        requests=(
+            Window("burst", 1000, own.burst or cfg.burst),
+            Window("rpm", 60_000, own.rpm or cfg.rpm),
+            Window("rph", 3_600_000, own.rph or cfg.rph),
+        ),
+        tokens=Window("tpm", 60_000, own.tpm or cfg.tpm),
+        max_streams=cfg.max_streams,
+        lease_ms=int(cfg.stream_lease_s * 1000),
+    )
+
+
+@dataclass(frozen=True)
+class Count:
+    """One window's buckets as the admit script saw them, before any charge."""
+
+    window: Window
+    current: int
+    previous: int
+    now_ms: int
+
+    @property
+    def elapsed_ms(self) -> int:
+        return self.now_ms % self.window.period_ms
+
+    def used(self) -> int:
+        period = self.window.period_ms
+        return self.previous * (period - self.elapsed_ms) // period + self.current
+
+    def wait_ms(self, cost: int = 1) -> int:
+        """Milliseconds until ``cost`` more fits, if nothing else is charged meanwhile."""
+        period, limit = self.window.period_ms, self.window.limit
+        elapsed, cur, prev = self.elapsed_ms, self.current, self.previous
+        if self.used() + cost <= limit:
+            return 0
+        if cur + cost <= limit:  # the previous bucket's share must decay far enough
+            return math.ceil(period - (limit - cur - cost) * period / prev - elapsed)
+        # this bucket must become the previous one and then decay far enough
+        return math.ceil(2 * period - elapsed - (limit - cost) * period / cur)
+
+    def remaining(self, charged: int) -> int:
+        return max(0, self.window.limit - self.used() - charged)
+
+    def reset_s(self, charged: int) -> int:
+        """Seconds until room frees up: the retry time when none is left, else the bucket end."""
+        if self.remaining(charged) == 0:
+            return max(1, math.ceil(self.wait_ms(charged + 1) / 1000))
+        return max(1, math.ceil((self.window.period_ms - self.elapsed_ms) / 1000))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one admission: every window's count and which one refused, if any."""
+
+    allowed: bool
+    requests: tuple[Count, ...]
+    tokens: Count | None
+
+    @property
+    def refused_by(self) -> Count | None:
+        if self.allowed:
+            return None
+        for count in self.requests:
+            if count.used() + 1 > count.window.limit:
+                return count
+        if self.tokens is not None and self.tokens.used() >= self.tokens.window.limit:
+            return self.tokens
+        return min(self.requests, key=lambda c: c.remaining(0))  # a race with the clock
+
+    def headers(self) -> dict[str, str]:
+        """IETF ``RateLimit-*`` for the request window closest to exhaustion (the refusing
+        one on a 429), ``RateLimit-Policy`` for all, ``Retry-After`` on a refusal."""
+        refused = self.refused_by
+        charged = 1 if self.allowed else 0
+        shown = refused or min(self.requests, key=lambda c: (c.remaining(1), -c.reset_s(1)))
+        out = {
+            "RateLimit-Limit": str(shown.window.limit),
+            "RateLimit-Remaining": str(shown.remaining(charged)),
+            "RateLimit-Reset": str(shown.reset_s(charged)),
+            "RateLimit-Policy": ", ".join(
+                f"{c.window.limit};w={c.window.period_ms // 1000}" for c in self.requests
+            ),
+        }
+        if refused is not None:
+            out["Retry-After"] = str(max(1, math.ceil(refused.wait_ms(1) / 1000)))
+        return out
+
+
+def decide(policy: Policy, raw: list[int], metered: bool) -> Decision:
+    """Read the admit script's answer ``[ok, now_ms, cur, prev, ...]``."""
+    now = int(raw[1])
+    windows = [*policy.requests, *([policy.tokens] if metered else [])]
+    counts = [
+        Count(w, int(raw[2 + 2 * i]), int(raw[3 + 2 * i]), now) for i, w in enumerate(windows)
+    ]
+    n = len(policy.requests)
+    return Decision(
+        allowed=bool(raw[0]), requests=tuple(counts[:n]), tokens=counts[n] if metered else None
+    )
+
+
+def rate_limited(decision: Decision) -> APIError:
+    """A 429 in OpenAI's shape: type ``requests`` or ``tokens``, code ``rate_limit_exceeded``."""
+    count = decision.refused_by
+    assert count is not None
+    window = count.window
+    per = _UNIT.get(window.period_ms, f"{window.period_ms} ms")
+    kind = "tokens" if window.name == "tpm" else "requests"
+    message = (
+        f"Rate limit reached for this API key on {kind} per {per} ({window.name}): "
+        f"Limit {window.limit}, Used {count.used()}. "
+        f"Please try again in {decision.headers()['Retry-After']}s."
+    )
+    return APIError(429, message, type=kind, code="rate_limit_exceeded", headers=decision.headers())
+
+
+def too_many_streams(policy: Policy, open_now: int) -> APIError:
+    return APIError(
+        429,
+        f"Too many open streams for this API key: Limit {policy.max_streams}, Open {open_now}. "
+        "Close one or retry shortly.",
+        type="requests",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": "1"},
+    )
+
+
+class Limiter:
+    """The Redis side: admit a request, charge tokens, hold stream leases."""
+
+    def __init__(self, redis: aioredis.Redis, cfg: LimitSettings) -> None:
+        self._redis = redis
+        self._cfg = cfg
+        self._admit = redis.register_script(ADMIT_LUA)
+        self._charge = redis.register_script(CHARGE_LUA)
+        self._lease = redis.register_script(LEASE_LUA)
+
+    def policy(self, key: object) -> Policy | None:
+        return policy_for(key, self._cfg)
+
+    async def admit(self, policy: Policy, metered: bool) -> Decision:
+        """Check every window and charge one request to each, or to none: one round trip."""
+        windows = [*policy.requests, *([policy.tokens] if metered else [])]
+        keys = [ratelimit_key(policy.key_id, w.name) for w in windows]
+        args: list[int] = [len(policy.requests), int(metered)]
+        for w in windows:
+            args += [w.period_ms, w.limit]
+        raw = await self._admit(keys=keys, args=args)
+        return decide(policy, list(raw), metered)
+
+    async def charge(self, policy: Policy | None, tokens: int) -> None:
+        """Add a finished job's prompt+completion tokens to the key's token window."""
+        if policy is None or tokens <= 0:
+            return
+        window = policy.tokens
+        await self._charge(
+            keys=[ratelimit_key(policy.key_id, window.name)], args=[window.period_ms, tokens]
+        )
+
+    async def open_stream(self, policy: Policy | None) -> str | None:
+        """Take a stream slot (a lease token) or raise 429; ``None`` when unlimited."""
+        if policy is None:
+            return None
+        token = secrets.token_hex(8)
+        ok, open_now = await self._lease(
+            keys=[streams_key(policy.key_id)], args=[policy.max_streams, policy.lease_ms, token]
+        )
+        if not ok:
+            raise too_many_streams(policy, int(open_now))
+        return token
+
+    async def close_stream(self, policy: Policy, token: str) -> None:
+        """Give the slot back; survives the cancellation of a disconnected stream."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await self._redis.zrem(streams_key(policy.key_id), token)
+            except Exception:  # best effort: the lease runs out by itself
+                pass
+
+    async def metered(
+        self, events: AsyncIterator[Event | None], policy: Policy | None, token: str | None
+    ) -> AsyncIterator[Event | None]:
+        """``events``, renewing the stream's lease, charging its usage, freeing its slot."""
+        renewed = time.monotonic()
+        try:
+            async for event in events:
+                if isinstance(event, DoneEvent):
+                    await self.charge(policy, event.usage.total_tokens)
+                if policy is not None and token is not None:
+                    if (time.monotonic() - renewed) * 3000 > policy.lease_ms:
+                        await self._lease(
+                            keys=[streams_key(policy.key_id)], args=[0, policy.lease_ms, token]
+                        )
+                        renewed = time.monotonic()
+                yield event
+        finally:
+            if policy is not None and token is not None:
+                await self.close_stream(policy, token)
