@@ -20,10 +20,11 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 
-from api.controllers.admin import AdminKeysController
+from api.controllers.admin import AdminAuditController, AdminKeysController
 from api.controllers.health import HealthController
 from api.controllers.openai import OpenAIController
 from api.errors import exception_handlers
+from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
 from api.security.cors import cors_config
 from api.security.middleware import PUBLIC, RateLimitMiddleware, auth_middleware
 from api.state import open_resources
@@ -41,15 +42,27 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with open_resources(cfg) as resources:
+        async with (
+            open_resources(cfg) as resources,
+            AuditWriter.open(resources.redis, cfg.security) as audit_writer,
+        ):
             app.state.resources = resources
+            app.state.audit = audit_writer
             yield
 
     return Litestar(
-        route_handlers=[OpenAIController, AdminKeysController, HealthController, docs],
-        middleware=[auth_middleware(), RateLimitMiddleware()],
+        route_handlers=[
+            OpenAIController,
+            AdminKeysController,
+            AdminAuditController,
+            HealthController,
+            docs,
+        ],
+        middleware=[AuditMiddleware, auth_middleware(), RateLimitMiddleware()],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
+        before_send=[add_request_id],
+        after_exception=[after_exception],
         request_max_body_size=cfg.server.max_body_bytes,
         cors_config=cors_config(cfg.security),
         openapi_config=OpenAPIConfig(

@@ -96,6 +96,17 @@ def type_for_status(status: int) -> str:
     return _TYPE_BY_STATUS.get(status, INVALID_REQUEST)
 
 
+def status_of(exc: BaseException) -> int:
+    """The status :data:`exception_handlers` answers ``exc`` with (the audit log records it)."""
+    if isinstance(exc, APIError):
+        return exc.status
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return 503
+    return 500
+
+
 def _api_error(_: Request[Any, Any, Any], exc: APIError) -> Response[bytes]:
     return error_response(exc.status, exc.info, exc.headers)
 

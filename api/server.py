@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import uvicorn
 
 from api.app import create_app
 from protocol.settings import Settings, get_settings
 
 
+def _audit_to_stdout() -> None:
+    """The audit log is JSON lines on stdout, one record per line and nothing else."""
+    audit = logging.getLogger("uml.audit")
+    if not audit.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        audit.addHandler(handler)
+        audit.setLevel(logging.INFO)
+        audit.propagate = False
+
+
 def run(settings: Settings | None = None) -> None:
     """Run the API in this process until interrupted."""
     cfg = settings or get_settings()
+    _audit_to_stdout()
     uvicorn.run(
         create_app(cfg),
         host=cfg.server.host,

@@ -58,6 +58,8 @@ class JobRecord(Struct, kw_only=True):
     error: ErrorInfo | None = None
     spec: JobSpec | None = None
     cancel: bool = False
+    owner: str | None = None
+    """The id of the API key that submitted the job; other keys get 404 for it."""
 
 
 _JSON_FIELDS = frozenset({"usage", "error", "spec"})

@@ -1,22 +1,27 @@
-"""``/admin/keys``: create (the plaintext is answered once), list (no hashes), revoke.
+"""``/admin/keys``: create (the plaintext is answered once), list (no hashes), revoke;
+``/admin/audit``: read the audit log.
 
-Every route here needs a key with the ``admin`` scope; a user key gets 403.
+Every route here needs a key with the ``admin`` scope; a user key gets 403. Each change
+names itself in the request's audit record (``action``, ``target``); the record already
+names the acting key.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, delete, get, post
 from litestar.datastructures import State
-from litestar.params import FromPath
+from litestar.params import FromPath, Parameter
 
 from api import validation
 from api.errors import APIError
+from api.security import audit
 from api.security.guards import requires_admin
 from api.state import Resources
 from protocol import auth
+from protocol.audit import AuditList
 from protocol.auth import CreatedKey, CreateKeyRequest, KeyList, KeyView
 
 
@@ -37,6 +42,7 @@ class AdminKeysController(Controller):
         body = await request.body()
         record, plaintext = auth.from_request(validation.decode(_create_decoder, body))
         await Resources.of(state).keys.add(record)
+        audit.note(request.scope, action="key.create", target=record.id)
         return CreatedKey(key=plaintext, info=auth.view(record))
 
     @get(summary="List API keys (never their secrets or hashes)")
@@ -45,8 +51,31 @@ class AdminKeysController(Controller):
         return KeyList(data=[auth.view(r) for r in records])
 
     @delete("/{key_id:str}", summary="Revoke an API key", status_code=200)
-    async def revoke(self, state: State, key_id: FromPath[str]) -> KeyView:
+    async def revoke(
+        self, request: Request[Any, Any, Any], state: State, key_id: FromPath[str]
+    ) -> KeyView:
+        audit.note(request.scope, action="key.revoke", target=key_id)
         record = await Resources.of(state).keys.revoke(key_id)
         if record is None:
             raise _not_found(key_id)
         return auth.view(record)
+
+
+class AdminAuditController(Controller):
+    path = "/admin/audit"
+    tags = ["admin"]
+    guards = [requires_admin]
+
+    @get(summary="Audit records, newest first")
+    async def read(
+        self,
+        state: State,
+        since: Annotated[
+            float | None, Parameter(ge=0, description="Only records from this Unix time on.")
+        ] = None,
+        key_id: Annotated[
+            str | None, Parameter(max_length=64, description="Only records of this key id.")
+        ] = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="Most records.")] = 100,
+    ) -> AuditList:
+        return await audit.read(Resources.of(state).redis, since, key_id, limit)

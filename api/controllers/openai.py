@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Controller, Request, Response, get, post
@@ -11,9 +12,12 @@ from litestar.response import Stream
 
 from api import render, validation
 from api.openapi import ChatOperation, CompletionOperation
+from api.security import audit
 from api.security.limits import METERED
 from api.services import jobs
 from api.state import Resources
+from protocol.auth import ApiKey
+from protocol.events import DoneEvent, Event
 from protocol.jobs import JobSpec
 from protocol.openai import (
     ChatCompletionRequest,
@@ -33,6 +37,29 @@ async def _disconnected(request: Request[Any, Any, Any]) -> None:
         pass
 
 
+def _note_request(request: Request[Any, Any, Any], spec: JobSpec) -> None:
+    """Audit: the model, and the prompt (kept only when the text setting is on)."""
+    prompt = spec.prompt
+    if prompt is None and spec.messages is not None:
+        prompt = "\n".join(f"{m.role}: {m.content or ''}" for m in spec.messages)
+    audit.note(request.scope, model=spec.model, prompt=prompt)
+
+
+async def _noting_usage(
+    request: Request[Any, Any, Any], events: AsyncIterator[Event | None]
+) -> AsyncIterator[Event | None]:
+    """Pass a stream's events through; audit its token counts when it ends."""
+    async for event in events:
+        if isinstance(event, DoneEvent):
+            usage = event.usage
+            audit.note(
+                request.scope,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+            )
+        yield event
+
+
 async def _run(
     request: Request[Any, Any, Any],
     res: Resources,
@@ -44,7 +71,8 @@ async def _run(
     policy = res.limiter.policy(request.user)
     stream_slot = await res.limiter.open_stream(policy) if req.stream else None
     retention_s = res.settings.redis.retention_s
-    job_id = await jobs.submit(res.redis, spec, retention_s)
+    owner = request.user.id if isinstance(request.user, ApiKey) else None
+    job_id = await jobs.submit(res.redis, spec, retention_s, owner=owner)
     created = int(time.time())
     headers = {JOB_HEADER: job_id}
     if req.stream:
@@ -56,7 +84,7 @@ async def _run(
             stream_slot,
         )
         return Stream(
-            renderer.stream(events),
+            renderer.stream(_noting_usage(request, events)),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -65,6 +93,13 @@ async def _run(
     )
     if result is None:  # the client left; nobody reads this
         return Response(b"", status_code=499)
+    usage = result.usage
+    audit.note(
+        request.scope,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        completion=result.text,
+    )
     await res.limiter.charge(policy, result.usage.total_tokens)
     body: CompletionResponse | ChatCompletionResponse
     if spec.kind == "chat":
@@ -91,6 +126,7 @@ class OpenAIController(Controller):
     ) -> Response[Any] | Stream:
         res = Resources.of(state)
         req, spec = validation.completion(await request.body(), res.settings.server)
+        _note_request(request, spec)
         return await _run(request, res, req, spec)
 
     @post(
@@ -106,6 +142,7 @@ class OpenAIController(Controller):
     ) -> Response[Any] | Stream:
         res = Resources.of(state)
         req, spec = validation.chat(await request.body(), res.settings.server)
+        _note_request(request, spec)
         return await _run(request, res, req, spec)
 
     @get("/models", summary="List the models live workers serve")

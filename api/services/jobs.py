@@ -42,8 +42,14 @@ def status_for_error(info: ErrorInfo) -> int:
     return 500
 
 
-async def submit(redis: aioredis.Redis, spec: JobSpec, retention_s: int) -> str:
-    """Record the job and queue its task in one transaction; return the job id."""
+async def submit(
+    redis: aioredis.Redis, spec: JobSpec, retention_s: int, owner: str | None = None
+) -> str:
+    """Record the job and queue its task in one transaction; return the job id.
+
+    ``owner`` (the submitting key's id) lets every route that takes a job id answer 404 to
+    any other key.
+    """
     job_id = new_job_id()
     record = JobRecord(
         id=job_id,
@@ -52,6 +58,7 @@ async def submit(redis: aioredis.Redis, spec: JobSpec, retention_s: int) -> str:
         priority=Priority.INTERACTIVE,
         created_at=time.time(),
         spec=spec,
+        owner=owner,
     )
     key = job_key(job_id)
     queue = queue_name(spec.model)

@@ -18,7 +18,7 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from api.errors import APIError
 from api.services.models import LiveModels
-from protocol.keys import WORKERS_SET, worker_key
+from protocol.keys import AUDIT_STREAM, WORKERS_SET, worker_key
 from protocol.settings import (
     RedisSettings,
     SecuritySettings,
@@ -90,7 +90,7 @@ async def test_unknown_model_is_404_and_nothing_is_queued(
             "model",
             "model_not_found",
         )
-    keys = {k.decode() for k in await redis.keys("*")}
+    keys = {k.decode() for k in await redis.keys("*")} - {AUDIT_STREAM}
     assert keys == {WORKERS_SET, worker_key("w1")}
 
 
