@@ -17,6 +17,7 @@ from litestar.params import FromPath, Parameter
 
 from api import validation
 from api.errors import APIError
+from api.openapi import ERRORS
 from api.security import audit
 from api.security.guards import requires_admin
 from api.state import Resources
@@ -37,7 +38,10 @@ class AdminKeysController(Controller):
     tags = ["admin"]
     guards = [requires_admin]
 
-    @post(summary="Create an API key; the answer holds the key itself, shown this once")
+    @post(
+        summary="Create an API key; the answer holds the key itself, shown this once",
+        responses=ERRORS,
+    )
     async def create(self, request: Request[Any, Any, Any], state: State) -> CreatedKey:
         body = await request.body()
         record, plaintext = auth.from_request(validation.decode(_create_decoder, body))
@@ -45,12 +49,12 @@ class AdminKeysController(Controller):
         audit.note(request.scope, action="key.create", target=record.id)
         return CreatedKey(key=plaintext, info=auth.view(record))
 
-    @get(summary="List API keys (never their secrets or hashes)")
+    @get(summary="List API keys (never their secrets or hashes)", responses=ERRORS)
     async def list_keys(self, state: State) -> KeyList:
         records = await Resources.of(state).keys.all()
         return KeyList(data=[auth.view(r) for r in records])
 
-    @delete("/{key_id:str}", summary="Revoke an API key", status_code=200)
+    @delete("/{key_id:str}", summary="Revoke an API key", status_code=200, responses=ERRORS)
     async def revoke(
         self, request: Request[Any, Any, Any], state: State, key_id: FromPath[str]
     ) -> KeyView:
@@ -66,12 +70,13 @@ class AdminAuditController(Controller):
     tags = ["admin"]
     guards = [requires_admin]
 
-    @get(summary="Audit records, newest first")
+    @get(summary="Audit records, newest first", responses=ERRORS)
     async def read(
         self,
         state: State,
         since: Annotated[
-            float | None, Parameter(ge=0, description="Only records from this Unix time on.")
+            float | None,
+            Parameter(ge=0, le=1e12, description="Only records from this Unix time on."),
         ] = None,
         key_id: Annotated[
             str | None, Parameter(max_length=64, description="Only records of this key id.")

@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from api import render, validation
-from api.openapi import ChatOperation, CompletionOperation
+from api.openapi import ERRORS, ChatOperation, CompletionOperation
 from api.security import audit
 from api.security.limits import METERED
 from api.services import jobs
@@ -119,6 +119,7 @@ class OpenAIController(Controller):
         description="OpenAI-compatible text completion; `stream: true` answers SSE chunks.",
         status_code=200,
         operation_class=CompletionOperation,
+        responses=ERRORS,
         opt=METERED,
     )
     async def completions(
@@ -135,6 +136,7 @@ class OpenAIController(Controller):
         description="OpenAI-compatible chat completion; `stream: true` answers SSE chunks.",
         status_code=200,
         operation_class=ChatOperation,
+        responses=ERRORS,
         opt=METERED,
     )
     async def chat_completions(
@@ -145,7 +147,7 @@ class OpenAIController(Controller):
         _note_request(request, spec)
         return await _run(request, res, req, spec)
 
-    @get("/models", summary="List the models live workers serve")
+    @get("/models", summary="List the models live workers serve", responses=ERRORS)
     async def models(self, state: State) -> ModelList:
         snap = await Resources.of(state).models.snapshot()
         return ModelList(data=[ModelCard(id=name) for name in sorted(snap.models)])
