@@ -96,6 +96,12 @@ class CreateKeyRequest(Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     expires: Duration | None = None
 
 
+class RotateKeyRequest(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``POST /admin/keys/{id}/rotate``: the old secret keeps working for ``grace`` (``1h``)."""
+
+    grace: Duration | None = None
+
+
 class CreatedKey(Struct, frozen=True, kw_only=True):
     """The answer to a create or rotate: the plaintext ``key`` is shown this once."""
 

@@ -1,4 +1,4 @@
-"""``/admin/keys``: create (the plaintext is answered once), list (no hashes), revoke;
+"""``/admin/keys``: create and rotate (the plaintext is answered once), list (no hashes), revoke;
 ``/admin/audit``: read the audit log.
 
 Every route here needs a key with the ``admin`` scope; a user key gets 403. Each change
@@ -23,7 +23,7 @@ from api.security.guards import requires_admin
 from api.state import Resources
 from protocol import auth
 from protocol.audit import AuditList
-from protocol.auth import CreatedKey, CreateKeyRequest, KeyList, KeyView
+from protocol.auth import CreatedKey, CreateKeyRequest, KeyList, KeyView, RotateKeyRequest
 
 
 def _not_found(key_id: str) -> APIError:
@@ -31,6 +31,7 @@ def _not_found(key_id: str) -> APIError:
 
 
 _create_decoder = msgspec.json.Decoder(CreateKeyRequest)
+_rotate_decoder = msgspec.json.Decoder(RotateKeyRequest)
 
 
 class AdminKeysController(Controller):
@@ -63,6 +64,25 @@ class AdminKeysController(Controller):
         if record is None:
             raise _not_found(key_id)
         return auth.view(record)
+
+    @post(
+        "/{key_id:str}/rotate",
+        summary="Give a key a new secret, answered this once; the old one works for `grace`",
+        status_code=200,
+        responses=ERRORS,
+    )
+    async def rotate(
+        self, request: Request[Any, Any, Any], state: State, key_id: FromPath[str]
+    ) -> CreatedKey:
+        body = await request.body()
+        req = validation.decode(_rotate_decoder, body or b"{}")
+        grace_s = 0.0 if req.grace is None else auth.parse_duration(req.grace)
+        audit.note(request.scope, action="key.rotate", target=key_id)
+        result = await Resources.of(state).keys.rotate(key_id, grace_s)
+        if result is None:
+            raise _not_found(key_id)
+        record, plaintext = result
+        return CreatedKey(key=plaintext, info=auth.view(record))
 
 
 class AdminAuditController(Controller):

@@ -2,8 +2,8 @@
 
 Every operation gets a bounded number of generated requests (valid and invalid), sent with
 the test admin key; the run must find no 5xx and no response that breaks the schema.
-Generation requests queue real jobs on the tiny model, so their ``max_tokens`` is kept
-small by a hook on the generated bodies.
+Generation requests queue real jobs on the tiny model, so each generated body's
+``max_tokens`` is clamped to a few tokens before it is sent.
 """
 
 from __future__ import annotations

@@ -98,16 +98,28 @@ async def test_admin_actions_name_the_actor(
     ops = {"X-API-Key": ops_key}
     resp = await client.post("/admin/keys", json={"name": "app", "scope": "user"}, headers=ops)
     app_key, app_id = resp.json()["key"], resp.json()["info"]["id"]
+    resp = await client.post(f"/admin/keys/{app_id}/rotate", json={"grace": "1h"}, headers=ops)
+    assert resp.status_code == 200 and resp.json()["info"]["id"] == app_id
+    new_key = resp.json()["key"]
+    for key in (app_key, new_key):  # the old secret works during the grace
+        assert (await client.get("/v1/models", headers={"X-API-Key": key})).status_code == 200
+    assert (
+        await client.post("/admin/keys/0000000000000000/rotate", headers=ops)
+    ).status_code == 404
     assert (await client.delete(f"/admin/keys/{app_id}", headers=ops)).status_code == 200
-    records = await stream(redis, 3)
+    records = await stream(redis, 7)
     actions = [(r["key_id"], r.get("action"), r.get("target"), r["status"]) for r in records]
     assert actions == [
         ("bootstrap", "key.create", ops_id, 201),
         (ops_id, "key.create", app_id, 201),
+        (ops_id, "key.rotate", app_id, 200),
+        (app_id, None, None, 200),
+        (app_id, None, None, 200),
+        (ops_id, "key.rotate", "0000000000000000", 404),
         (ops_id, "key.revoke", app_id, 200),
     ]
     raw = b"".join(f[b"data"] for _, f in await redis.xrange(AUDIT_STREAM))
-    for key in (ops_key, app_key):
+    for key in (ops_key, app_key, new_key):
         assert key.encode() not in raw and key.split("_")[-1].encode() not in raw
 
 
