@@ -1,4 +1,8 @@
-"""One real stack per test session: redis-server, two tiny-model workers, one API process."""
+"""One real stack per test session: its own redis-server, a tiny-model worker, an API process.
+
+The stack gets a Redis of its own, not the flushable ``redis_server`` of the unit tests: a
+flush there would wipe the live worker's heartbeat and kombu's queue bindings mid-session.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import pytest
 
 from tests.auth import AUTH
 from tests.integration.stack import Stack
-from uml.redis_server import RedisServer
+from uml.redis_server import start_redis
 
 MODEL = "tiny"
 
@@ -23,15 +27,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def stack(
-    redis_server: RedisServer, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    stack = Stack(redis_url=redis_server.url, log_dir=tmp_path_factory.mktemp("logs"))
+def stack(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    server = start_redis(tmp_path_factory.mktemp("stack-redis"), appendonly=False)
+    stack = Stack(redis_url=server.url, log_dir=tmp_path_factory.mktemp("logs"))
     try:
         stack.start_worker(MODEL, tiny_model, slots=32)
         yield stack
     finally:
         stack.stop()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
