@@ -2,11 +2,11 @@
 
     .venv/bin/python bench/stack.py [--concurrency 1 8 32] [--max-tokens 64] [--rounds 3]
 
-For each concurrency it runs the same prompts, seeds and ``max_tokens`` (1) through the
-engine driven by a bare step loop in this process and (2) through HTTP → Celery → worker →
-Redis stream → SSE, and prints aggregate tokens/s and time-to-first-token p50/p99 of both,
-their ratio and the TTFT the stack adds. Redis, the worker and the API are real processes
-started here on free ports.
+For each concurrency it runs the same prompts, seeds and ``max_tokens``, alternating round
+by round, (1) through the engine driven by a bare step loop in this process and (2) through
+HTTP → Celery → worker → Redis stream → SSE, and prints aggregate tokens/s and
+time-to-first-token p50/p99 of both, their ratio and the TTFT the stack adds. Redis, the
+worker and the API are real processes started here on free ports.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.auth import ADMIN_KEY  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 from uml.redis_server import start_redis  # noqa: E402
 from workers.detok import IncrementalDetokenizer  # noqa: E402
-from workers.engines import EngineJob, create_engine  # noqa: E402
+from workers.engines import Engine, EngineJob, create_engine  # noqa: E402
 from workers.runtime import limit_cpu_threads  # noqa: E402
 from workers.tiny import make_tiny  # noqa: E402
 
@@ -40,6 +40,11 @@ class Run:
     tokens: int
     seconds: float
     ttft: list[float]
+
+    def add(self, other: Run) -> None:
+        self.tokens += other.tokens
+        self.seconds += other.seconds
+        self.ttft += other.ttft
 
     @property
     def tok_s(self) -> float:
@@ -54,44 +59,26 @@ def prompts(n: int, round_: int) -> list[tuple[str, int]]:
     return [(f"request {round_}-{i}: once upon a time", 1000 * round_ + i) for i in range(n)]
 
 
-def in_process(
-    model_dir: Path,
-    concurrency: int,
-    max_tokens: int,
-    rounds: int,
-    slots: int,
-    engine_name: str,
-    device: str,
-) -> Run:
-    if not device.startswith("cuda"):
-        limit_cpu_threads(0)  # the same threads the worker process uses
-    engine = create_engine(engine_name, device, max_batch=slots, max_seq_len=2048)
-    engine.load(model_dir)
-    tokens, seconds, ttft = 0, 0.0, []
-    for r in range(rounds + 1):  # round 0 warms up
-        jobs = prompts(concurrency, r)
-        started = time.perf_counter()
-        first: dict[str, float] = {}
-        detoks: dict[str, IncrementalDetokenizer] = {}
-        for text, seed in jobs:
-            sampling = SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=seed)
-            job = EngineJob(job_id=str(seed), prompt_ids=engine.encode(text), sampling=sampling)
-            detoks[job.job_id] = IncrementalDetokenizer(engine.decode)
-            engine.enqueue(job)
-        count, live = 0, len(jobs)
-        while live:
-            for out in engine.step():
-                # TTFT is time to the first text, as a stream client sees it.
-                if detoks[out.job_id].push(out.token_ids) or out.finished:
-                    first.setdefault(out.job_id, time.perf_counter() - started)
-                count += len(out.token_ids)
-                live -= out.finished
-        if r:
-            tokens += count
-            seconds += time.perf_counter() - started
-            ttft += list(first.values())
-    engine.unload()
-    return Run(tokens, seconds, ttft)
+def engine_round(engine: Engine, concurrency: int, max_tokens: int, round_: int) -> Run:
+    """One round through the engine driven by a bare step loop in this process."""
+    jobs = prompts(concurrency, round_)
+    started = time.perf_counter()
+    first: dict[str, float] = {}
+    detoks: dict[str, IncrementalDetokenizer] = {}
+    for text, seed in jobs:
+        sampling = SamplingParams(max_tokens=max_tokens, temperature=1.0, seed=seed)
+        job = EngineJob(job_id=str(seed), prompt_ids=engine.encode(text), sampling=sampling)
+        detoks[job.job_id] = IncrementalDetokenizer(engine.decode)
+        engine.enqueue(job)
+    count, live = 0, len(jobs)
+    while live:
+        for out in engine.step():
+            # TTFT is time to the first text, as a stream client sees it.
+            if detoks[out.job_id].push(out.token_ids) or out.finished:
+                first.setdefault(out.job_id, time.perf_counter() - started)
+            count += len(out.token_ids)
+            live -= out.finished
+    return Run(count, time.perf_counter() - started, list(first.values()))
 
 
 async def _stream(base: str, text: str, seed: int, max_tokens: int) -> tuple[int, float]:
@@ -120,18 +107,28 @@ async def _stream(base: str, text: str, seed: int, max_tokens: int) -> tuple[int
     return tokens, first
 
 
-async def _through_stack(base: str, concurrency: int, max_tokens: int, rounds: int) -> Run:
-    tokens, seconds, ttft = 0, 0.0, []
+async def stack_round(base: str, concurrency: int, max_tokens: int, round_: int) -> Run:
+    """One round of ``concurrency`` streaming requests through the whole stack."""
+    started = time.perf_counter()
+    results = await asyncio.gather(
+        *(_stream(base, text, seed, max_tokens) for text, seed in prompts(concurrency, round_))
+    )
+    return Run(sum(t for t, _ in results), time.perf_counter() - started, [f for _, f in results])
+
+
+def measure(
+    engine: Engine, base: str, concurrency: int, max_tokens: int, rounds: int
+) -> tuple[Run, Run]:
+    """Alternate engine and stack rounds (after one warm-up each), so a noisy stretch of the
+    machine hits both columns alike."""
+    local, remote = Run(0, 0.0, []), Run(0, 0.0, [])
     for r in range(rounds + 1):
-        started = time.perf_counter()
-        results = await asyncio.gather(
-            *(_stream(base, text, seed, max_tokens) for text, seed in prompts(concurrency, r))
-        )
+        a = engine_round(engine, concurrency, max_tokens, r)
+        b = asyncio.run(stack_round(base, concurrency, max_tokens, r))
         if r:
-            seconds += time.perf_counter() - started
-            tokens += sum(t for t, _ in results)
-            ttft += [f for _, f in results]
-    return Run(tokens, seconds, ttft)
+            local.add(a)
+            remote.add(b)
+    return local, remote
 
 
 def main() -> None:
@@ -160,12 +157,14 @@ def main() -> None:
             extra = ("--engine", args.engine, "--device", args.device)
             stack.start_worker("tiny", model_dir, slots=slots, extra=extra)
             _, base = stack.start_api()
+            if not args.device.startswith("cuda"):
+                limit_cpu_threads(0)  # the same threads the worker process uses
+            engine = create_engine(args.engine, args.device, max_batch=slots, max_seq_len=2048)
+            engine.load(model_dir)
             for c in args.concurrency:
-                local = in_process(
-                    model_dir, c, args.max_tokens, rounds(c), slots, args.engine, args.device
-                )
-                remote = asyncio.run(_through_stack(base, c, args.max_tokens, rounds(c)))
+                local, remote = measure(engine, base, c, args.max_tokens, rounds(c))
                 rows.append((c, local, remote))
+            engine.unload()
         finally:
             stack.stop()
             server.stop()
