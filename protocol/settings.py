@@ -72,6 +72,17 @@ class ServerSettings(Struct, frozen=True, kw_only=True):
     models_cache_s: Annotated[
         float, Meta(ge=0, description="Seconds the API caches the set of live models.")
     ] = 1.0
+    max_queued_per_model: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Most jobs waiting in one model's queue; beyond it submissions get "
+            "503 with Retry-After.",
+        ),
+    ] = 10_000
+    queue_full_retry_after_s: Annotated[
+        int, Meta(ge=1, description="Retry-After (seconds) of a 503 for a full model queue.")
+    ] = 5
 
 
 class WorkerSettings(Struct, frozen=True, kw_only=True):
@@ -138,6 +149,14 @@ class SecuritySettings(Struct, frozen=True, kw_only=True):
     def cors_origin_list(self) -> list[str]:
         """The origins of ``cors_origins``, blanks dropped."""
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    def __repr__(self) -> str:
+        """Never show the admin key, even when a whole settings object gets logged."""
+        fields = ", ".join(
+            f"{name}={'***' if name == 'admin_key' and value else value!r}"
+            for name, value in msgspec.structs.asdict(self).items()
+        )
+        return f"SecuritySettings({fields})"
 
 
 class LimitSettings(Struct, frozen=True, kw_only=True):

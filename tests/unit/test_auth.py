@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 
+import msgspec
 import pytest
 
 from protocol import auth
@@ -100,3 +101,12 @@ def test_bootstrap_key_is_admin_and_stores_only_a_hash() -> None:
     record = auth.bootstrap_key(key)
     assert record.scope == "admin" and record.id == auth.BOOTSTRAP_ID
     assert key not in auth.encode_record(record).decode()
+
+
+def test_settings_repr_hides_the_admin_key() -> None:
+    from protocol.settings import SecuritySettings, Settings, get_settings
+
+    secret = "s" * 32
+    security = SecuritySettings(admin_key=secret)
+    whole = Settings(**{**msgspec.structs.asdict(get_settings()), "security": security})
+    assert secret not in repr(security) and secret not in repr(whole) and secret not in str(whole)
