@@ -22,6 +22,7 @@ from litestar.response import Redirect
 
 from api.controllers.admin import AdminAuditController, AdminKeysController
 from api.controllers.health import HealthController
+from api.controllers.jobs import JobsController
 from api.controllers.openai import OpenAIController
 from api.errors import exception_handlers
 from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             OpenAIController,
+            JobsController,
             AdminKeysController,
             AdminAuditController,
             HealthController,

@@ -14,6 +14,7 @@ from api.relay import Relay
 from api.security.keys import Authenticator, KeyStore, load_bootstrap
 from api.security.limits import Limiter
 from api.services.models import LiveModels
+from api.services.store import JobStore
 from protocol.settings import Settings
 
 
@@ -26,6 +27,7 @@ class Resources:
     keys: KeyStore
     authenticator: Authenticator
     limiter: Limiter
+    store: JobStore
 
     @staticmethod
     def of(state: State) -> Resources:
@@ -56,6 +58,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             keys=keys,
             authenticator=Authenticator(keys, bootstrap),
             limiter=Limiter(redis, settings.limits),
+            store=JobStore(
+                redis,
+                settings.redis.retention_s,
+                settings.server.max_queued_per_model,
+                settings.server.queue_full_retry_after_s,
+            ),
         )
     finally:
         await relay.stop()

@@ -21,12 +21,20 @@ non-text ``response_format``, penalties, ``logit_bias``, image parts) are reject
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
 
-from api.errors import invalid_request, not_supported
+from api.errors import APIError, invalid_request, not_supported
+from api.services.jobs_api import NewJob
 from protocol.jobs import JobSpec, SamplingParams
+from protocol.jobs_api import (
+    MAX_METADATA_KEY_CHARS,
+    MAX_METADATA_PAIRS,
+    MAX_METADATA_VALUE_CHARS,
+    JobSubmission,
+)
 from protocol.openai import (
     ChatCompletionRequest,
     ChatMessage,
@@ -170,3 +178,52 @@ def chat(body: bytes, cfg: ServerSettings) -> tuple[ChatCompletionRequest, JobSp
     sampling = _sampling(req, max_tokens, cfg)
     spec = JobSpec(kind="chat", model=req.model, sampling=sampling, messages=messages)
     return req, spec
+
+
+_submission_decoder = msgspec.json.Decoder(JobSubmission)
+
+
+def job_submission(body: bytes, cfg: ServerSettings) -> NewJob:
+    """Decode and check a ``POST /v1/jobs`` body; errors in ``body`` name ``body.<field>``."""
+    sub = decode(_submission_decoder, body)
+    inner = bytes(sub.body)
+    try:
+        spec = (chat(inner, cfg) if sub.type == "chat" else completion(inner, cfg))[1]
+    except APIError as exc:
+        if exc.info.param:
+            exc.info.param = f"body.{exc.info.param}"
+        raise
+    return NewJob(
+        spec=spec,
+        priority=sub.priority,
+        deadline=parse_deadline(sub.deadline),
+        metadata=_metadata(sub.metadata),
+    )
+
+
+def parse_deadline(value: float | str | None) -> float | None:
+    """Unix seconds from a number or an ISO 8601 time (naive times are UTC)."""
+    if value is None or isinstance(value, float | int):
+        return None if value is None else float(value)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise invalid_request(
+            "deadline must be Unix seconds or an ISO 8601 time", param="deadline"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _metadata(metadata: dict[str, str]) -> dict[str, str]:
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise invalid_request(f"At most {MAX_METADATA_PAIRS} metadata pairs", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
+            raise invalid_request(
+                f"Metadata keys may have at most {MAX_METADATA_KEY_CHARS} characters and "
+                f"values {MAX_METADATA_VALUE_CHARS}",
+                param=f"metadata.{key[:MAX_METADATA_KEY_CHARS]}",
+            )
+    return metadata

@@ -59,3 +59,47 @@ def decode_event(data: bytes | str) -> Event:
 def is_final(event: Event) -> bool:
     """Whether ``event`` ends the log (``done`` or ``error``)."""
     return isinstance(event, FINAL_EVENTS)
+
+
+def template(event: Event) -> str:
+    """``event`` encoded with ``seq`` 0, for :data:`FINALIZE_LUA` to number."""
+    return encode_event(msgspec.structs.replace(event, seq=0)).decode()
+
+
+FINALIZE_LUA = """
+local function finalize(job, events, status, now, template, retention)
+  local last = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
+  local seq = 1
+  if last[1] then seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
+  local event = string.gsub(template, '"seq":0', '"seq":' .. seq, 1)
+  redis.call('XADD', events, seq .. '-1', 'data', event)
+  redis.call('HSET', job, 'status', status, 'finished_at', now)
+  redis.call('HDEL', job, 'msg')
+  redis.call('EXPIRE', job, retention)
+  redis.call('EXPIRE', events, retention)
+  return seq
+end
+"""
+"""A Lua function that ends the log of a job no worker runs (cancelled or expired while
+queued): it appends ``template`` (see :func:`template`) as the next event, sets the final
+status and the retention TTL. The API's cancel and read scripts and the worker's claim
+script all prepend it, so every path ends a log the same way."""
+
+
+def cancelled_unstarted() -> DoneEvent:
+    """The final event of a job cancelled before it started."""
+    return DoneEvent(
+        seq=0,
+        finish_reason="cancelled",
+        usage=Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+    )
+
+
+def expired_unstarted() -> ErrorEvent:
+    """The final event of a job whose deadline passed while it was queued."""
+    error = ErrorInfo(
+        message="The job's deadline passed before it started",
+        type="expired",
+        code="deadline_exceeded",
+    )
+    return ErrorEvent(seq=0, error=error)

@@ -60,9 +60,14 @@ class JobRecord(Struct, kw_only=True):
     cancel: bool = False
     owner: str | None = None
     """The id of the API key that submitted the job; other keys get 404 for it."""
+    kind: Literal["completion", "chat"] | None = None
+    """``spec.kind``, kept apart so reads need not fetch the (possibly large) spec."""
+    deadline: float | None = None
+    """Unix seconds; a job still queued then becomes ``expired`` and never runs."""
+    metadata: dict[str, str] | None = None
 
 
-_JSON_FIELDS = frozenset({"usage", "error", "spec"})
+_JSON_FIELDS = frozenset({"usage", "error", "spec", "metadata"})
 
 
 def new_job_id() -> str:

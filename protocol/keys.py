@@ -39,6 +39,21 @@ def events_key(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:events"
 
 
+def jobs_index_key(key_id: str) -> str:
+    """One API key's jobs: a sorted set of job ids, all at score 0, so that ``BYLEX`` order
+    is creation order (a job id starts with its creation time). Trimmed of ids older than
+    the retention at each submission, and expiring a retention after the newest one."""
+    return f"{PREFIX}:jobs:{key_id}"
+
+
+def idempotency_key(key_id: str, idem: str) -> str:
+    """``Idempotency-Key`` ``idem`` of API key ``key_id``: ``"{job id} {body sha256}"``, 24 h."""
+    return f"{PREFIX}:idem:{key_id}:{idem}"
+
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
 def worker_key(worker_id: str) -> str:
     """A worker's heartbeat record (JSON, with a TTL of a few seconds)."""
     return f"{PREFIX}:worker:{worker_id}"

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import redis
 
+from protocol.events import FINALIZE_LUA, expired_unstarted, template
 from protocol.jobs import JobSpec, SamplingParams
 from protocol.keys import WORKERS_SET, events_key, job_key, worker_key
 from protocol.settings import Settings
@@ -34,9 +35,13 @@ from workers.stops import StopMatcher
 
 log = logging.getLogger(__name__)
 
-# Claim a job atomically: only a queued job (not cancelled) becomes running, once.
+# Claim a job atomically: only a queued job (not cancelled, deadline not passed) becomes
+# running, once. A job past its deadline is expired here, with its final event.
+# KEYS: job, events. ARGV: worker id, now, expired event template, retention.
 # Returns {outcome, attempt, last_seq, spec}.
-_CLAIM = """
+_CLAIM = (
+    FINALIZE_LUA
+    + """
 local job = KEYS[1]
 local status = redis.call('HGET', job, 'status')
 if not status then return {'missing', 0, 0, false} end
@@ -46,12 +51,20 @@ if last[1] then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
 if status ~= 'queued' then return {'skip:' .. status, 0, seq, false} end
 if redis.call('HGET', job, 'cancel') == '1' then
   redis.call('HSET', job, 'status', 'cancelled', 'finished_at', ARGV[2])
+  redis.call('HDEL', job, 'msg')
   return {'cancelled', 0, seq, false}
+end
+local deadline = redis.call('HGET', job, 'deadline')
+if deadline and tonumber(deadline) <= tonumber(ARGV[2]) then
+  seq = finalize(job, KEYS[2], 'expired', ARGV[2], ARGV[3], tonumber(ARGV[4]))
+  return {'expired', 0, seq, false}
 end
 local attempt = redis.call('HINCRBY', job, 'attempt', 1)
 redis.call('HSET', job, 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
+redis.call('HDEL', job, 'msg')
 return {'claimed', attempt, seq, redis.call('HGET', job, 'spec')}
 """
+)
 
 
 _NO_SAMPLING = SamplingParams(max_tokens=1)
@@ -99,6 +112,7 @@ class Runtime:
         self.sink = RedisSink(self.redis, settings.redis.retention_s)
         self.scheduler = Scheduler(self.engine, self.sink)
         self._claim = self.redis.register_script(_CLAIM)
+        self._expired = template(expired_unstarted())
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._beat_loop, name="uml-heartbeat", daemon=True
@@ -209,9 +223,8 @@ class Runtime:
         return (job.final_status or JobStatus.FAILED).value
 
     def _claim_job(self, job_id: str) -> tuple[str, int, int, bytes | None]:
-        result: list[Any] = self._claim(
-            keys=[job_key(job_id), events_key(job_id)], args=[self.worker_id, time.time()]
-        )
+        args = [self.worker_id, time.time(), self._expired, self.settings.redis.retention_s]
+        result: list[Any] = self._claim(keys=[job_key(job_id), events_key(job_id)], args=args)
         outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
         return outcome, int(result[1]), int(result[2]), result[3] or None
 

@@ -31,6 +31,12 @@ from protocol.openai import (
 JOB_HEADER = "x-uml-job-id"
 
 
+def owner_of(request: Request[Any, Any, Any]) -> str:
+    """The id of the key a request carries: the owner of the jobs it creates."""
+    user = request.user
+    return user.id if isinstance(user, ApiKey) else ""
+
+
 async def _disconnected(request: Request[Any, Any, Any]) -> None:
     """Return once the client has gone (the body has already been read)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -71,8 +77,7 @@ async def _run(
     policy = res.limiter.policy(request.user)
     stream_slot = await res.limiter.open_stream(policy) if req.stream else None
     retention_s = res.settings.redis.retention_s
-    owner = request.user.id if isinstance(request.user, ApiKey) else None
-    job_id = await jobs.submit(res.redis, spec, retention_s, owner=owner)
+    job_id = await jobs.submit(res.store, spec, owner_of(request))
     created = int(time.time())
     headers = {JOB_HEADER: job_id}
     if req.stream:

@@ -1,26 +1,26 @@
 """Jobs from the API's side: submit one, cancel one, follow or collect its event log.
 
-Submission contract (the workers rely on it): in one ``MULTI``, the job hash ``uml:job:{id}``
-is written with status ``queued`` and the retention TTL, and the Celery task ``uml.generate``
-(``task_id = job id``) is pushed onto ``model.<name>`` (see :mod:`api.enqueue`).
+Submission contract (the workers rely on it): in one atomic script, the job hash
+``uml:job:{id}`` is written with status ``queued`` and the retention TTL, and the Celery task
+``uml.generate`` (``task_id = job id``) is pushed onto ``model.<name>`` (see
+:mod:`api.enqueue` and :mod:`api.services.store`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
 from msgspec import Struct
 
-from api.enqueue import queue_list, task_message
 from api.errors import APIError, unavailable
 from api.relay import Relay, RelayUnavailable
+from api.services.store import JobStore, QueueFull
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
-from protocol.jobs import JobRecord, JobSpec, new_job_id, record_to_hash
-from protocol.keys import CELERY_PRIORITY_INTERACTIVE, TASK_GENERATE, job_key, queue_name
+from protocol.jobs import JobRecord, JobSpec
+from protocol.keys import job_key
 from protocol.openai import ErrorInfo, Usage
 from protocol.states import JobStatus, Priority
 
@@ -43,34 +43,33 @@ def status_for_error(info: ErrorInfo) -> int:
 
 
 async def submit(
-    redis: aioredis.Redis, spec: JobSpec, retention_s: int, owner: str | None = None
+    store: JobStore, spec: JobSpec, owner: str, priority: Priority = Priority.INTERACTIVE
 ) -> str:
-    """Record the job and queue its task in one transaction; return the job id.
+    """Record and queue a sync call's job (see :meth:`JobStore.submit`); return its id.
 
-    ``owner`` (the submitting key's id) lets every route that takes a job id answer 404 to
-    any other key.
+    A full model queue answers 503 with ``Retry-After``.
     """
-    job_id = new_job_id()
     record = JobRecord(
-        id=job_id,
+        id="",
         model=spec.model,
+        kind=spec.kind,
         status=JobStatus.QUEUED,
-        priority=Priority.INTERACTIVE,
+        priority=priority,
         created_at=time.time(),
         spec=spec,
         owner=owner,
     )
-    key = job_key(job_id)
-    queue = queue_name(spec.model)
-    priority = CELERY_PRIORITY_INTERACTIVE
-    message = task_message(TASK_GENERATE, job_id, [job_id], queue, priority)
-    async with redis.pipeline(transaction=True) as pipe:
-        fields: dict[Any, Any] = record_to_hash(record)
-        pipe.hset(key, mapping=fields)
-        pipe.expire(key, retention_s)
-        pipe.lpush(queue_list(queue, priority), message)
-        await pipe.execute()
-    return job_id
+    try:
+        return (await store.submit(record)).job_id
+    except QueueFull as exc:
+        raise queue_full(exc, store) from None
+
+
+def queue_full(exc: QueueFull, store: JobStore) -> APIError:
+    return unavailable(
+        f"The model's queue is full ({exc.queued} jobs, limit {store.max_queued}); retry later",
+        store.retry_after_s,
+    )
 
 
 async def cancel(redis: aioredis.Redis, job_id: str, retention_s: int) -> None:

@@ -1,0 +1,190 @@
+"""The jobs API's service layer: submit, read, list, cancel and replay jobs (``/v1/jobs``).
+
+Controllers decode and check; these functions talk to :class:`api.services.store.JobStore`
+and the relay, and turn records into :class:`protocol.jobs_api.Job`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+import msgspec
+
+from api.errors import APIError
+from api.relay import Relay, RelayUnavailable
+from api.render import PING
+from api.services.jobs import queue_full
+from api.services.store import IdempotencyConflict, JobStore, QueueFull, Snapshot, view_status
+from protocol.events import Event, encode_event, is_final
+from protocol.jobs import JobRecord, JobSpec
+from protocol.jobs_api import Job, JobList, JobTimings
+from protocol.states import TERMINAL, JobStatus, Priority
+
+CANCEL_WAIT_S = 10.0
+"""How long a cancel waits for a running job's worker to end it before answering."""
+LIST_SCAN = 1000
+"""Most index entries one listing examines (matters only with a ``status`` filter)."""
+
+
+@dataclass(frozen=True)
+class NewJob:
+    spec: JobSpec
+    priority: Priority
+    deadline: float | None
+    metadata: dict[str, str]
+
+
+def not_found(job_id: str) -> APIError:
+    return APIError(404, f"No job with id `{job_id}`", param="job_id", code="job_not_found")
+
+
+def body_hash(body: bytes) -> str:
+    """SHA-256 of the body's JSON with sorted keys: key order and spacing do not matter."""
+    try:
+        canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted")
+    except msgspec.DecodeError:
+        canonical = body
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def to_job(record: JobRecord, position: int | None = None) -> Job:
+    status = view_status(record)
+    return Job(
+        id=record.id,
+        type=record.kind,
+        model=record.model,
+        status=status,
+        priority=record.priority,
+        queue_position=position if status is JobStatus.QUEUED else None,
+        completion_tokens=record.completion_tokens,
+        text=record.text,
+        finish_reason=record.finish_reason,
+        usage=record.usage,
+        error=record.error,
+        deadline=record.deadline,
+        metadata=record.metadata or {},
+        attempt=record.attempt,
+        timings=JobTimings(
+            created_at=record.created_at,
+            started_at=record.started_at,
+            first_token_at=record.first_token_at,
+            finished_at=record.finished_at,
+        ),
+    )
+
+
+async def submit(
+    store: JobStore, owner: str, job: NewJob, idem: str | None, raw_body: bytes
+) -> tuple[Job, bool]:
+    """Queue ``job``; return it and whether it was an idempotent replay."""
+    record = JobRecord(
+        id="",
+        model=job.spec.model,
+        kind=job.spec.kind,
+        status=JobStatus.QUEUED,
+        priority=job.priority,
+        created_at=time.time(),
+        spec=job.spec,
+        owner=owner,
+        deadline=job.deadline,
+        metadata=job.metadata or None,
+    )
+    try:
+        submitted = await store.submit(record, idem, body_hash(raw_body) if idem else "")
+    except QueueFull as exc:
+        raise queue_full(exc, store) from None
+    except IdempotencyConflict:
+        raise APIError(
+            409,
+            "This Idempotency-Key was already used with a different request body",
+            param="Idempotency-Key",
+            code="idempotency_key_reused",
+        ) from None
+    return await get(store, owner, submitted.job_id), submitted.replayed
+
+
+async def snapshot(store: JobStore, owner: str, job_id: str) -> Snapshot:
+    snap = await store.read(job_id, owner)
+    if snap is None:
+        raise not_found(job_id)
+    return snap
+
+
+async def get(store: JobStore, owner: str, job_id: str) -> Job:
+    snap = await snapshot(store, owner, job_id)
+    return to_job(snap.record, snap.queue_position)
+
+
+async def page(
+    store: JobStore, owner: str, status: JobStatus | None, limit: int, after: str | None
+) -> JobList:
+    records, cursor, more = await store.page(owner, after, limit, status, LIST_SCAN)
+    data = [to_job(r) for r in records]
+    first = data[0].id if data else None
+    return JobList(data=data, first_id=first, last_id=cursor, has_more=more)
+
+
+async def cancel(store: JobStore, relay: Relay, owner: str, job_id: str) -> Job:
+    """Cancel the job; for a running one, wait (bounded) until its worker has ended it."""
+    outcome = await store.cancel(job_id, owner)
+    if outcome is None:
+        raise not_found(job_id)
+    status, last_seq = outcome
+    if status is JobStatus.RUNNING:
+        await _await_final(relay, job_id, last_seq)
+    return await get(store, owner, job_id)
+
+
+async def _await_final(relay: Relay, job_id: str, after_seq: int) -> None:
+    try:
+        sub = await relay.subscribe(job_id, after_seq)
+    except RelayUnavailable:
+        return
+    with anyio.move_on_after(CANCEL_WAIT_S):
+        try:
+            async for _ in sub.events():
+                pass
+        except RelayUnavailable:
+            pass
+    sub.close()
+
+
+async def event_stream(
+    store: JobStore, relay: Relay, owner: str, job_id: str, after: int, ping_s: float
+) -> AsyncIterator[bytes]:
+    """The SSE bytes of the job's log after ``after``: ``id: {seq}`` + ``data: {json}`` per
+    event, a comment ping each idle ``ping_s``; it ends with the log's final event.
+
+    Checks ownership before the first byte (a 404 is still possible then). Leaving the
+    stream never cancels the job.
+    """
+    snap = await snapshot(store, owner, job_id)
+    if snap.record.status in TERMINAL and after >= snap.last_seq:
+        return _empty()
+    try:
+        sub = await relay.subscribe(job_id, after)
+    except RelayUnavailable as exc:
+        raise APIError(503, str(exc), type="service_unavailable") from exc
+    return _render(sub.events(ping_s))
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover
+
+
+async def _render(events: AsyncIterator[Event | None]) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            if event is None:
+                yield PING
+                continue
+            yield b"id: %d\ndata: %s\n\n" % (event.seq, encode_event(event))
+            if is_final(event):
+                return
+    except RelayUnavailable as exc:
+        yield b"event: error\ndata: " + msgspec.json.encode({"error": str(exc)}) + b"\n\n"
