@@ -77,7 +77,12 @@ async def _run(
     policy = res.limiter.policy(request.user)
     stream_slot = await res.limiter.open_stream(policy) if req.stream else None
     retention_s = res.settings.redis.retention_s
-    job_id = await jobs.submit(res.store, spec, owner_of(request))
+    try:
+        job_id = await jobs.submit(res.store, spec, owner_of(request))
+    except BaseException:  # a full queue: give the stream slot back at once
+        if policy is not None and stream_slot is not None:
+            await res.limiter.close_stream(policy, stream_slot)
+        raise
     created = int(time.time())
     headers = {JOB_HEADER: job_id}
     if req.stream:
