@@ -9,8 +9,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import msgspec
 import pytest
+import redis
 
+from protocol.keys import WORKERS_SET, queue_name, worker_key
+from protocol.workers import ModelState, WorkerInfo
 from tests.auth import AUTH
 from tests.integration.conftest import MODEL
 from tests.integration.stack import STREAM_CAP, Stack, wait_for
@@ -106,10 +110,38 @@ def test_tokens_per_minute_refuse_after_a_job_is_charged(clients: list[httpx.Cli
     assert b.get("/v1/models", headers=key).status_code == 200  # requests are not tokens
 
 
-def test_concurrent_streams_are_capped_per_key(clients: list[httpx.Client]) -> None:
+@pytest.fixture
+def parked_model(stack: Stack) -> Iterator[str]:
+    """A model with a live heartbeat and no consumer: its streams stay open until closed.
+
+    (Streams on the real worker can end early on a sampled end-of-sequence token, freeing
+    their slot before the test has opened the last one.)
+    """
+    name = "parked"
+    client = redis.Redis.from_url(stack.redis_url)
+    info = WorkerInfo(
+        id="parked",
+        host="test",
+        pid=1,
+        slots=1,
+        models=[ModelState(name=name, engine="torch", device="cpu")],
+    )
+    client.sadd(WORKERS_SET, "parked")
+    client.set(worker_key("parked"), msgspec.json.encode(info), ex=120)
+    try:
+        yield name
+    finally:
+        client.delete(worker_key("parked"), queue_name(name))
+        client.srem(WORKERS_SET, "parked")
+        client.close()
+
+
+def test_concurrent_streams_are_capped_per_key(
+    clients: list[httpx.Client], parked_model: str
+) -> None:
     a, b = clients
     key = new_key(a)
-    long_chat = chat(max_tokens=1500, stream=True)
+    long_chat = {**chat(max_tokens=1500, stream=True), "model": parked_model}
     opened = []
     try:
         for i in range(STREAM_CAP):
@@ -125,7 +157,7 @@ def test_concurrent_streams_are_capped_per_key(clients: list[httpx.Client]) -> N
             ctx.__exit__(None, None, None)
 
     def admitted() -> bool:
-        with a.stream("POST", CHAT, json=chat(stream=True), headers=key) as resp:
+        with a.stream("POST", CHAT, json=long_chat, headers=key) as resp:
             return resp.status_code == 200
 
     wait_for(admitted, 10, "a stream slot to free up after the clients left", interval=0.2)
