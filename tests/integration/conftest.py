@@ -48,3 +48,19 @@ def api_url(stack: Stack) -> str:
 def http(api_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=api_url, timeout=60, headers=AUTH) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def two_apis(api_url: str, stack: Stack) -> list[str]:
+    """The session's API and a second replica on the same Redis."""
+    _, second = stack.start_api()
+    return [api_url, second]
+
+
+@pytest.fixture
+def clients(two_apis: list[str]) -> Iterator[list[httpx.Client]]:
+    """One client per replica, without a key (tests pass the key they mean)."""
+    made = [httpx.Client(base_url=url, timeout=30) for url in two_apis]
+    yield made
+    for client in made:
+        client.close()

@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import msgspec
 import redis
 
 from protocol.keys import WORKERS_SET, worker_key
+from protocol.workers import ModelState, WorkerInfo
 from tests.auth import ADMIN_KEY
 from uml.redis_server import free_port
 
 STREAM_CAP = 4
 """Open streams per user key in test stacks (``UML_LIMIT_MAX_STREAMS``); admin: unlimited."""
-
 
 
 def wait_for(
@@ -132,3 +133,21 @@ class Stack:
     def stop(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
+
+
+def announce_model(client: redis.Redis, worker_id: str, model: str, ttl_s: int = 120) -> None:
+    """A heartbeat for ``model`` from a worker that consumes nothing: its jobs stay queued."""
+    info = WorkerInfo(
+        id=worker_id,
+        host="test",
+        pid=1,
+        slots=1,
+        models=[ModelState(name=model, engine="torch", device="cpu")],
+    )
+    client.sadd(WORKERS_SET, worker_id)
+    client.set(worker_key(worker_id), msgspec.json.encode(info), ex=ttl_s)
+
+
+def withdraw_model(client: redis.Redis, worker_id: str) -> None:
+    client.delete(worker_key(worker_id))
+    client.srem(WORKERS_SET, worker_id)

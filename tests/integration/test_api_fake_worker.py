@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import msgspec
 import openai
 import pytest
 import redis
@@ -26,12 +25,10 @@ from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, encode_eve
 from protocol.jobs import from_hash
 from protocol.keys import (
     EVENT_FIELD,
-    WORKERS_SET,
     entry_id,
     events_key,
     job_key,
     queue_name,
-    worker_key,
 )
 from protocol.openai import ErrorInfo, Usage
 from protocol.settings import (
@@ -41,8 +38,8 @@ from protocol.settings import (
     Settings,
     WorkerSettings,
 )
-from protocol.workers import ModelState, WorkerInfo
 from tests.auth import ADMIN_KEY, AUTH
+from tests.integration.stack import announce_model
 from uml.redis_server import free_port
 
 MODEL = "tiny"
@@ -102,15 +99,7 @@ class FakeWorker(threading.Thread):
 @pytest.fixture
 def worker(redis_url: str) -> Iterator[FakeWorker]:
     worker = FakeWorker(redis_url)
-    info = WorkerInfo(
-        id="fake",
-        host="test",
-        pid=1,
-        slots=8,
-        models=[ModelState(name=MODEL, engine="torch", device="cpu")],
-    )
-    worker.redis.sadd(WORKERS_SET, "fake")
-    worker.redis.set(worker_key("fake"), msgspec.json.encode(info), ex=60)
+    announce_model(worker.redis, "fake", MODEL)
     worker.start()
     yield worker
     worker.stopping.set()

@@ -13,13 +13,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import msgspec
 import pytest
 import redis
 import uvicorn
 
 from api.app import create_app
-from protocol.keys import WORKERS_SET, events_key, job_key, worker_key
+from protocol.keys import events_key, job_key
 from protocol.settings import (
     RedisSettings,
     SecuritySettings,
@@ -27,8 +26,8 @@ from protocol.settings import (
     Settings,
     WorkerSettings,
 )
-from protocol.workers import ModelState, WorkerInfo
 from tests.auth import ADMIN_KEY, AUTH
+from tests.integration.stack import announce_model
 from tests.integration.test_jobs import events
 from uml.redis_server import free_port
 
@@ -50,15 +49,7 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10) -> Any:
 @pytest.fixture
 def http(redis_url: str) -> Iterator[httpx.Client]:
     client = redis.Redis.from_url(redis_url)
-    info = WorkerInfo(
-        id="idle",
-        host="test",
-        pid=1,
-        slots=1,
-        models=[ModelState(name=MODEL, engine="torch", device="cpu")],
-    )
-    client.sadd(WORKERS_SET, "idle")
-    client.set(worker_key("idle"), msgspec.json.encode(info), ex=60)
+    announce_model(client, "idle", MODEL)
     client.close()
     settings = Settings(
         redis=RedisSettings(url=redis_url, block_ms=500, socket_timeout_s=5),

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -22,20 +21,6 @@ from tests.auth import ADMIN_KEY, AUTH
 from tests.integration.stack import Stack, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def two_apis(api_url: str, stack: Stack) -> list[str]:
-    _, second = stack.start_api()
-    return [api_url, second]
-
-
-@pytest.fixture
-def clients(two_apis: list[str]) -> Iterator[list[httpx.Client]]:
-    made = [httpx.Client(base_url=url, timeout=10) for url in two_apis]
-    yield made
-    for client in made:
-        client.close()
 
 
 def uml_keys(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:

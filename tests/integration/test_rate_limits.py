@@ -9,33 +9,23 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import msgspec
 import pytest
 import redis
 
-from protocol.keys import WORKERS_SET, queue_name, worker_key
-from protocol.workers import ModelState, WorkerInfo
+from protocol.keys import queue_name
 from tests.auth import AUTH
 from tests.integration.conftest import MODEL
-from tests.integration.stack import STREAM_CAP, Stack, wait_for
+from tests.integration.stack import (
+    STREAM_CAP,
+    Stack,
+    announce_model,
+    wait_for,
+    withdraw_model,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 CHAT = "/v1/chat/completions"
-
-
-@pytest.fixture(scope="module")
-def two_apis(api_url: str, stack: Stack) -> list[str]:
-    _, second = stack.start_api()
-    return [api_url, second]
-
-
-@pytest.fixture
-def clients(two_apis: list[str]) -> Iterator[list[httpx.Client]]:
-    made = [httpx.Client(base_url=url, timeout=30) for url in two_apis]
-    yield made
-    for client in made:
-        client.close()
 
 
 def new_key(client: httpx.Client, **limits: int) -> dict[str, str]:
@@ -119,20 +109,12 @@ def parked_model(stack: Stack) -> Iterator[str]:
     """
     name = "parked"
     client = redis.Redis.from_url(stack.redis_url)
-    info = WorkerInfo(
-        id="parked",
-        host="test",
-        pid=1,
-        slots=1,
-        models=[ModelState(name=name, engine="torch", device="cpu")],
-    )
-    client.sadd(WORKERS_SET, "parked")
-    client.set(worker_key("parked"), msgspec.json.encode(info), ex=120)
+    announce_model(client, "parked", name)
     try:
         yield name
     finally:
-        client.delete(worker_key("parked"), queue_name(name))
-        client.srem(WORKERS_SET, "parked")
+        withdraw_model(client, "parked")
+        client.delete(queue_name(name))
         client.close()
 
 
