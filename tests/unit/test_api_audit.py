@@ -22,13 +22,6 @@ from tests.unit.test_api_http import settings
 AUDIT = "/admin/audit"
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 def audit_settings(url: str, **security: Any) -> Settings:
     cfg = settings(url)
     sec = SecuritySettings(admin_key=ADMIN_KEY, **security)

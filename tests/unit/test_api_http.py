@@ -44,13 +44,6 @@ def settings(url: str, **server: Any) -> Settings:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
     async with AsyncTestClient(create_app(settings(redis_url, models_cache_s=60))) as client:
         client.headers.update(AUTH)

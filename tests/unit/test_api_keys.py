@@ -23,13 +23,6 @@ GUARDED = "/v1/models"
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[AsyncTestClient[Any]]:
     async with AsyncTestClient(create_app(settings(redis_url))) as client:
         yield client

@@ -20,13 +20,6 @@ BLOCK_MS = 2000
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def relay(redis_url: str) -> AsyncIterator[Relay]:
     relay = Relay(redis_url, block_ms=BLOCK_MS, socket_timeout_s=5)
     await relay.start()

@@ -67,13 +67,6 @@ def test_headers_show_the_window_closest_to_exhaustion_and_the_refusing_one() ->
     assert by_tokens.refused_by is spent
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def test_admit_charges_all_windows_or_none(redis: aioredis.Redis) -> None:
     limiter = Limiter(redis, LimitSettings(burst=100, rpm=3, rph=100))
     record, _ = auth.new_key("k", "user")
