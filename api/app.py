@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from litestar import Litestar, get
+from litestar import Litestar, Router, get
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Redirect
 
 from api.controllers.admin import AdminAuditController, AdminKeysController
+from api.controllers.batches import BatchesController
+from api.controllers.files import FilesController
 from api.controllers.health import HealthController
 from api.controllers.jobs import JobsController
 from api.controllers.openai import OpenAIController
@@ -30,6 +32,9 @@ from api.security.cors import cors_config
 from api.security.middleware import PUBLIC, RateLimitMiddleware, auth_middleware
 from api.state import open_resources
 from protocol.settings import Settings, get_settings
+
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
+"""Room for a multipart upload's boundaries and part headers around the file's bytes."""
 
 
 @get("/docs", include_in_schema=False, opt=PUBLIC)
@@ -55,6 +60,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         route_handlers=[
             OpenAIController,
             JobsController,
+            BatchesController,
+            # uploads may exceed the body limit of other routes, up to the file cap
+            Router(
+                "/",
+                route_handlers=[FilesController],
+                request_max_body_size=cfg.batch.max_file_bytes + UPLOAD_OVERHEAD_BYTES,
+            ),
             AdminKeysController,
             AdminAuditController,
             HealthController,

@@ -16,6 +16,7 @@ import msgspec
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, RequestBody
 
+from protocol.batches import BatchCreate
 from protocol.openai import (
     ChatCompletionRequest,
     ChatCompletionResponse,
@@ -89,3 +90,24 @@ class ChatOperation(Operation):
     def __post_init__(self) -> None:
         self.request_body = _body(ChatCompletionRequest)
         self.responses = {**(self.responses or {}), "200": _ok(ChatCompletionResponse)}
+
+
+@dataclass
+class BatchCreateOperation(Operation):
+    def __post_init__(self) -> None:
+        self.request_body = _body(BatchCreate)
+
+
+@dataclass
+class FileUploadOperation(Operation):
+    def __post_init__(self) -> None:
+        schema = {
+            "type": "object",
+            "required": ["file", "purpose"],
+            "properties": {
+                "file": {"type": "string", "format": "binary", "description": "JSONL"},
+                "purpose": {"type": "string", "enum": ["batch"]},
+            },
+        }
+        media = OpenAPIMediaType(schema=schema)  # type: ignore[arg-type]  # raw JSON schema
+        self.request_body = RequestBody(content={"multipart/form-data": media}, required=True)

@@ -10,9 +10,12 @@ from typing import cast
 import redis.asyncio as aioredis
 from litestar.datastructures import State
 
+from api.batch_runner import BatchRunner
 from api.relay import Relay
 from api.security.keys import Authenticator, KeyStore, load_bootstrap
 from api.security.limits import Limiter
+from api.services.batches import BatchStore
+from api.services.files import FileStore
 from api.services.models import LiveModels
 from api.services.store import JobStore
 from protocol.settings import Settings
@@ -28,6 +31,9 @@ class Resources:
     authenticator: Authenticator
     limiter: Limiter
     store: JobStore
+    files: FileStore
+    batches: BatchStore
+    batch_runner: BatchRunner
 
     @staticmethod
     def of(state: State) -> Resources:
@@ -49,22 +55,31 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     relay = Relay(settings.redis.url, block_ms=settings.redis.block_ms, socket_timeout_s=timeout)
     await relay.start()
     keys = KeyStore(redis)
+    models = LiveModels(redis, settings.server.models_cache_s)
+    store = JobStore(
+        redis,
+        settings.redis.retention_s,
+        settings.server.max_queued_per_model,
+        settings.server.queue_full_retry_after_s,
+    )
+    files = FileStore(redis, settings.batch.file_ttl_s)
+    runner = BatchRunner(redis, settings, store, files, models)
+    await runner.start()
     try:
         yield Resources(
             settings=settings,
             redis=redis,
             relay=relay,
-            models=LiveModels(redis, settings.server.models_cache_s),
+            models=models,
             keys=keys,
             authenticator=Authenticator(keys, bootstrap),
             limiter=Limiter(redis, settings.limits),
-            store=JobStore(
-                redis,
-                settings.redis.retention_s,
-                settings.server.max_queued_per_model,
-                settings.server.queue_full_retry_after_s,
-            ),
+            store=store,
+            files=files,
+            batches=BatchStore(redis, files, settings.batch.file_ttl_s),
+            batch_runner=runner,
         )
     finally:
+        await runner.stop()
         await relay.stop()
         await redis.aclose()

@@ -46,7 +46,7 @@ from protocol.settings import ServerSettings
 R = TypeVar("R", bound=msgspec.Struct)
 
 _PATH = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
-_MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
+_MISSING = re.compile(r"(missing required|unknown) field `(?P<field>[^`]+)`")
 
 _completion_decoder = msgspec.json.Decoder(CompletionRequest)
 _chat_decoder = msgspec.json.Decoder(ChatCompletionRequest)

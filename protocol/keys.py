@@ -110,3 +110,38 @@ def ratelimit_key(key_id: str, window: str) -> str:
 def streams_key(key_id: str) -> str:
     """One API key's open streams: a sorted set of lease tokens scored by lease expiry (ms)."""
     return f"{PREFIX}:rl:{{{key_id}}}:streams"
+
+
+def file_key(file_id: str) -> str:
+    """An uploaded or produced file: a hash of its :class:`protocol.batches.FileObject` fields,
+    ``owner`` and ``content`` (the bytes), with the file retention as TTL."""
+    return f"{PREFIX}:file:{file_id}"
+
+
+def files_index_key(key_id: str) -> str:
+    """One API key's files: a sorted set of file ids at score 0 (``BYLEX`` = creation order)."""
+    return f"{PREFIX}:files:{key_id}"
+
+
+def batch_key(batch_id: str) -> str:
+    """A batch: a hash of its scalar fields, counters and JSON parts (``errors``, ``metadata``)."""
+    return f"{PREFIX}:batch:{batch_id}"
+
+
+def batch_part_key(batch_id: str, part: str) -> str:
+    """A batch's working set, deleted when it ends: ``todo`` (list of prepared lines),
+    ``pending`` (set of its queued or running job ids), ``out`` and ``err`` (lists of output
+    lines)."""
+    return f"{PREFIX}:batch:{batch_id}:{part}"
+
+
+def batches_index_key(key_id: str) -> str:
+    """One API key's batches: a sorted set of batch ids at score 0 (creation order)."""
+    return f"{PREFIX}:batches:{key_id}"
+
+
+BATCHES_ACTIVE = f"{PREFIX}:batches:active"
+"""A set of the ids of batches that are not finished; the batch runner drives each."""
+
+BATCH_RUNNER_LEASE = f"{PREFIX}:batches:runner"
+"""The batch runner's lease: the id of the API process driving every batch, with a TTL."""

@@ -189,12 +189,50 @@ class LimitSettings(Struct, frozen=True, kw_only=True):
     ] = 60.0
 
 
+class BatchSettings(Struct, frozen=True, kw_only=True):
+    """Files and batches (``/v1/files``, ``/v1/batches``), read from ``UML_BATCH_<FIELD>``."""
+
+    max_file_bytes: Annotated[
+        int,
+        Meta(
+            ge=1024, description="Largest file /v1/files accepts (413 beyond); files live in Redis."
+        ),
+    ] = 64 * 1024 * 1024
+    max_lines: Annotated[int, Meta(ge=1, description="Most requests in one batch input file.")] = (
+        50_000
+    )
+    file_ttl_s: Annotated[
+        int,
+        Meta(ge=60, description="Seconds a file (input or output) and a batch record are kept."),
+    ] = 30 * 24 * 3600
+    inflight: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Most jobs of one batch queued or running at once; the rest wait in the "
+            "batch, leaving the model's queue to other work.",
+        ),
+    ] = 256
+    tick_s: Annotated[
+        float, Meta(gt=0, description="Seconds between the batch runner's passes.")
+    ] = 0.25
+    lease_s: Annotated[
+        float,
+        Meta(
+            ge=1,
+            description="The batch runner's lease: one API replica drives every batch; another "
+            "takes over this long after it dies.",
+        ),
+    ] = 10.0
+
+
 class Settings(Struct, frozen=True, kw_only=True):
     redis: RedisSettings
     server: ServerSettings
     worker: WorkerSettings
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
+    batch: BatchSettings = msgspec.field(default_factory=BatchSettings)
 
 
 _PREFIXES: dict[type[Struct], str] = {
@@ -203,6 +241,7 @@ _PREFIXES: dict[type[Struct], str] = {
     WorkerSettings: "UML_WORKER_",
     SecuritySettings: "UML_",
     LimitSettings: "UML_LIMIT_",
+    BatchSettings: "UML_BATCH_",
 }
 
 
@@ -235,6 +274,7 @@ def get_settings() -> Settings:
         worker=load(WorkerSettings),
         security=load(SecuritySettings),
         limits=load(LimitSettings),
+        batch=load(BatchSettings),
     )
 
 

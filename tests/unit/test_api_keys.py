@@ -150,7 +150,7 @@ async def test_listing_holds_no_key_material(
         ({"name": "x", "scope": "root"}, "scope"),
         ({"name": "x", "rpm": 0}, "rpm"),
         ({"name": "x", "expires": "soon"}, "expires"),
-        ({"name": "x", "hash": "00"}, None),
+        ({"name": "x", "hash": "00"}, "hash"),
     ],
 )
 async def test_bad_create_is_400(

@@ -1,0 +1,542 @@
+"""The batch runner: drives every unfinished batch, in whichever API replica holds its lease.
+
+Each API process runs one :class:`BatchRunner` task. Every ``tick_s`` it tries to take (or
+renew) the lease ``uml:batches:runner``; the holder advances each batch in
+``uml:batches:active`` one step (see :mod:`api.services.batches` for the states). If the
+holder dies another replica takes over when the lease lapses, and carries on where it
+stopped: every step is idempotent.
+
+- *validating*: parse the input file (in a thread), write the runnable lines to the batch's
+  ``todo`` list and the invalid ones to ``err``; drop lines for models nobody serves.
+- *in_progress*: move finished jobs from ``pending`` to ``out``/``err`` (one script per
+  job: a result is recorded exactly once); then submit ``todo`` lines from the cursor until
+  ``inflight`` jobs of the batch are queued or running. A line is submitted with the
+  ``Idempotency-Key`` ``batch:{id}:{line}``, so a submission repeated after a crash
+  returns the same job. Jobs are batch priority, with the batch's expiry as deadline.
+- *cancelling* / expiry: cancel the pending jobs once, keep collecting until none is left,
+  write a ``batch_cancelled`` / ``batch_expired`` error line for each line that did not
+  finish, then finalize.
+- *finalizing*: write the output and error files and the final state in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import anyio
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from api.errors import APIError
+from api.render import chat_response, completion_response
+from api.services.batches import ParsedFile, Prepared, error_line, parse_input
+from api.services.files import FileStore
+from api.services.jobs import Result, status_for_error
+from api.services.models import LiveModels
+from api.services.store import JobStore, QueueFull
+from protocol.batches import (
+    BatchError,
+    BatchErrors,
+    BatchStatus,
+    LineError,
+    LineResponse,
+    OutputLine,
+)
+from protocol.jobs import JobRecord
+from protocol.keys import (
+    BATCH_RUNNER_LEASE,
+    BATCHES_ACTIVE,
+    batch_key,
+    batch_part_key,
+    file_key,
+    job_key,
+)
+from protocol.openai import ErrorInfo, ErrorResponse, Usage
+from protocol.settings import Settings
+from protocol.states import TERMINAL, JobStatus, Priority
+
+log = logging.getLogger(__name__)
+
+_prepared = msgspec.json.Decoder(Prepared)
+_encode = msgspec.json.encode
+
+# KEYS: lease. ARGV: holder, ttl ms. Take a free lease or renew our own.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: batch, pending, out, err. ARGV: job id, 'out'|'err', line, completed+, failed+,
+# input tokens, output tokens. Records one finished job's line exactly once.
+_SETTLE = """
+if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
+if ARGV[2] == 'out' then redis.call('RPUSH', KEYS[3], ARGV[3])
+else redis.call('RPUSH', KEYS[4], ARGV[3]) end
+redis.call('HINCRBY', KEYS[1], 'completed', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'failed', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'input_tokens', ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'output_tokens', ARGV[7])
+return 1
+"""
+
+# KEYS: batch. ARGV: from status, to status, time field, now. Compare-and-set the status.
+_MOVE = """
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], ARGV[3], ARGV[4])
+return 1
+"""
+
+JOB_FIELDS = (
+    "status",
+    "text",
+    "finish_reason",
+    "usage",
+    "error",
+    "metadata",
+    "created_at",
+    "model",
+)
+
+
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        store: JobStore,
+        files: FileStore,
+        models: LiveModels,
+    ) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.cfg = settings.batch
+        self.store = store
+        self.files = files
+        self.models = models
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._lease = redis.register_script(_LEASE)
+        self._settle = redis.register_script(_SETTLE)
+        self._move = redis.register_script(_MOVE)
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="uml-batch-runner")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task], timeout=5)
+            try:
+                await self.redis.eval(
+                    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+                    "return redis.call('DEL', KEYS[1]) end return 0",
+                    1,
+                    BATCH_RUNNER_LEASE,
+                    self.holder,
+                )
+            except RedisError:
+                pass
+
+    def poke(self) -> None:
+        """Run a pass now (a batch was created or cancelled in this process)."""
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.pass_once()
+            except asyncio.CancelledError:
+                raise
+            except RedisError as exc:
+                log.warning("batch runner: redis unavailable: %s", exc)
+            except Exception:
+                log.exception("batch runner pass failed")
+            with anyio.move_on_after(self.cfg.tick_s):
+                await self._wake.wait()
+            self._wake.clear()
+
+    async def pass_once(self) -> bool:
+        """Advance every active batch one step if this process holds the lease (taken only
+        while some batch is unfinished: an idle pass costs one SCARD)."""
+        if not await self.redis.scard(BATCHES_ACTIVE):
+            return False
+        ttl_ms = int(self.cfg.lease_s * 1000)
+        if not await self._lease(keys=[BATCH_RUNNER_LEASE], args=[self.holder, ttl_ms]):
+            return False
+        for raw in await self.redis.smembers(BATCHES_ACTIVE):
+            batch_id = _text(raw)
+            try:
+                await self.advance(batch_id)
+            except (RedisError, asyncio.CancelledError):
+                raise
+            except Exception:
+                log.exception("batch %s: step failed", batch_id)
+        return True
+
+    async def advance(self, batch_id: str) -> None:
+        fields = {
+            _text(k): _text(v) for k, v in (await self.redis.hgetall(batch_key(batch_id))).items()
+        }
+        status = fields.get("status")
+        if status is None or status in (
+            BatchStatus.COMPLETED,
+            BatchStatus.FAILED,
+            BatchStatus.EXPIRED,
+            BatchStatus.CANCELLED,
+        ):
+            await self.redis.srem(BATCHES_ACTIVE, batch_id)
+            return
+        if status == BatchStatus.VALIDATING:
+            await self._validate(batch_id, fields)
+            return
+        if status == BatchStatus.FINALIZING:
+            await self._finalize(batch_id, fields, BatchStatus.FINALIZING, BatchStatus.COMPLETED)
+            return
+        reason = fields.get("stop_reason")
+        if not reason and time.time() >= float(fields.get("expires_at") or "inf"):
+            await self.redis.hset(batch_key(batch_id), "stop_reason", "expired")
+            reason = "expired"
+        await self._collect(batch_id, fields, reason or None)
+        if reason:
+            await self._stop(batch_id, fields, reason)
+            return
+        done_feeding = await self._feed(batch_id, fields)
+        if done_feeding and not await self.redis.scard(batch_part_key(batch_id, "pending")):
+            moved = await self._move(
+                keys=[batch_key(batch_id)],
+                args=[status, BatchStatus.FINALIZING, "finalizing_at", int(time.time())],
+            )
+            if moved:
+                await self._finalize(
+                    batch_id, fields, BatchStatus.FINALIZING, BatchStatus.COMPLETED
+                )
+
+    # ---- validating ----------------------------------------------------------------------
+
+    async def _validate(self, batch_id: str, fields: dict[str, str]) -> None:
+        key = batch_key(batch_id)
+        content = await self.redis.hget(file_key(fields["input_file_id"]), "content")
+        if content is None:
+            await self._fail(batch_id, "file_not_found", "The input file no longer exists")
+            return
+        parsed: ParsedFile = await anyio.to_thread.run_sync(
+            parse_input,
+            batch_id,
+            content if isinstance(content, bytes) else content.encode(),
+            fields["endpoint"],
+            self.settings.server,
+            self.cfg.max_lines,
+        )
+        if parsed.fatal:
+            errors = BatchErrors(data=parsed.fatal)
+            await self.redis.hset(key, "errors", _encode(errors))
+            await self._fail(batch_id, None, None)
+            return
+        runnable = await self._servable(batch_id, parsed)
+        models = {p.spec.model for p in runnable}
+        todo = batch_part_key(batch_id, "todo")
+        err = batch_part_key(batch_id, "err")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(
+                todo, err, batch_part_key(batch_id, "pending"), batch_part_key(batch_id, "out")
+            )
+            for start in range(0, len(runnable), 1000):
+                pipe.rpush(todo, *[_encode(p) for p in runnable[start : start + 1000]])
+            for start in range(0, len(parsed.errors), 1000):
+                pipe.rpush(err, *[_encode(e) for e in parsed.errors[start : start + 1000]])
+            for part in (todo, err):
+                pipe.expire(part, self.cfg.file_ttl_s)
+            pipe.hset(
+                key,
+                mapping={
+                    "total": parsed.total,
+                    "failed": len(parsed.errors),
+                    "completed": 0,
+                    "cursor": 0,
+                    "todo_len": len(runnable),
+                    "model": models.pop() if len(models) == 1 else "",
+                },
+            )
+            await pipe.execute()
+        await self._move(
+            keys=[key],
+            args=[
+                BatchStatus.VALIDATING,
+                BatchStatus.IN_PROGRESS,
+                "in_progress_at",
+                int(time.time()),
+            ],
+        )
+
+    async def _servable(self, batch_id: str, parsed: ParsedFile) -> list[Prepared]:
+        """The prepared lines whose model some worker serves; the others become errors."""
+        missing: dict[str, str] = {}
+        for model in sorted({p.spec.model for p in parsed.todo}):
+            try:
+                await self.models.require(model)
+            except APIError as exc:
+                missing[model] = exc.info.message
+        if not missing:
+            return parsed.todo
+        keep: list[Prepared] = []
+        for p in parsed.todo:
+            if p.spec.model in missing:
+                message = f"Line {p.line}: {missing[p.spec.model]} (param `body.model`)"
+                parsed.errors.append(
+                    error_line(batch_id, p.line, p.custom_id, "model_not_found", message)
+                )
+            else:
+                keep.append(p)
+        return keep
+
+    async def _fail(self, batch_id: str, code: str | None, message: str | None) -> None:
+        key = batch_key(batch_id)
+        if code is not None:
+            errors = BatchErrors(data=[BatchError(code=code, message=message)])
+            await self.redis.hset(key, "errors", msgspec.json.encode(errors))
+        moved = await self._move(
+            keys=[key],
+            args=[BatchStatus.VALIDATING, BatchStatus.FAILED, "failed_at", int(time.time())],
+        )
+        if not moved:  # cancelled while validating
+            await self._move(
+                keys=[key],
+                args=[
+                    BatchStatus.CANCELLING,
+                    BatchStatus.CANCELLED,
+                    "cancelled_at",
+                    int(time.time()),
+                ],
+            )
+        await self.redis.srem(BATCHES_ACTIVE, batch_id)
+
+    # ---- in progress ---------------------------------------------------------------------
+
+    async def _feed(self, batch_id: str, fields: dict[str, str]) -> bool:
+        """Submit lines until ``inflight`` are out; True once every line is submitted."""
+        key = batch_key(batch_id)
+        raw_cursor, raw_len = await self.redis.hmget(key, ["cursor", "todo_len"])
+        cursor, todo_len = int(raw_cursor or 0), int(raw_len or 0)
+        if cursor >= todo_len:
+            return True
+        pending = batch_part_key(batch_id, "pending")
+        room = self.cfg.inflight - await self.redis.scard(pending)
+        if room <= 0:
+            return False
+        raw = await self.redis.lrange(batch_part_key(batch_id, "todo"), cursor, cursor + room - 1)
+        owner = fields.get("owner", "")
+        deadline = float(fields["expires_at"])
+        for offset, item in enumerate(raw):
+            prepared = _prepared.decode(item)
+            record = JobRecord(
+                id="",
+                model=prepared.spec.model,
+                kind=prepared.spec.kind,
+                status=JobStatus.QUEUED,
+                priority=Priority.BATCH,
+                created_at=time.time(),
+                spec=prepared.spec,
+                owner=owner,
+                deadline=deadline,
+                metadata={"batch_id": batch_id, "custom_id": prepared.custom_id},
+            )
+            try:
+                submitted = await self.store.submit(
+                    record, f"batch:{batch_id}:{prepared.line}", batch_id
+                )
+            except QueueFull:
+                return False
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.sadd(pending, submitted.job_id)
+                pipe.expire(pending, self.cfg.file_ttl_s)
+                pipe.hset(key, "cursor", cursor + offset + 1)
+                await pipe.execute()
+        return cursor + len(raw) >= todo_len
+
+    async def _collect(self, batch_id: str, fields: dict[str, str], reason: str | None) -> None:
+        """Record the line of every pending job that has finished."""
+        pending = batch_part_key(batch_id, "pending")
+        ids = [_text(i) for i in await self.redis.smembers(pending)]
+        if not ids:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(job_key(job_id), JOB_FIELDS)
+            rows = await pipe.execute()
+        keys = [
+            batch_key(batch_id),
+            pending,
+            batch_part_key(batch_id, "out"),
+            batch_part_key(batch_id, "err"),
+        ]
+        for job_id, row in zip(ids, rows, strict=True):
+            job = dict(zip(JOB_FIELDS, row, strict=True))
+            status = _text(job["status"])
+            if status and JobStatus(status) not in TERMINAL:
+                continue
+            target, line, usage = self._result_line(batch_id, fields, job_id, job, reason)
+            ok = target == "out"
+            await self._settle(
+                keys=keys,
+                args=[
+                    job_id,
+                    target,
+                    _encode(line),
+                    int(ok),
+                    int(not ok),
+                    usage.prompt_tokens if usage else 0,
+                    usage.completion_tokens if usage else 0,
+                ],
+            )
+
+    def _result_line(
+        self,
+        batch_id: str,
+        fields: dict[str, str],
+        job_id: str,
+        job: dict[str, Any],
+        reason: str | None,
+    ) -> tuple[str, OutputLine, Usage | None]:
+        """The output-file (``out``) or error-file (``err``) line of a finished job."""
+        metadata = msgspec.json.decode(job["metadata"]) if job["metadata"] else {}
+        custom_id = metadata.get("custom_id")
+        line_id = f"batch_req_{job_id}"
+        status = _text(job["status"])
+        usage = msgspec.json.decode(job["usage"], type=Usage) if job["usage"] else None
+        if status == JobStatus.SUCCEEDED:
+            result = Result(
+                text=_text(job["text"]),
+                finish_reason=_text(job["finish_reason"]) or "stop",
+                usage=usage or Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
+            )
+            created = int(float(_text(job["created_at"]) or 0))
+            chat = fields["endpoint"] == "/v1/chat/completions"
+            render = chat_response if chat else completion_response
+            body = render(job_id, _text(job["model"]), created, result)
+            response = LineResponse(
+                status_code=200, request_id=job_id, body=msgspec.Raw(_encode(body))
+            )
+            return "out", OutputLine(id=line_id, custom_id=custom_id, response=response), usage
+        if status == JobStatus.FAILED and job["error"]:
+            info = msgspec.json.decode(job["error"], type=ErrorInfo)
+            response = LineResponse(
+                status_code=status_for_error(info),
+                request_id=job_id,
+                body=msgspec.Raw(_encode(ErrorResponse(error=info))),
+            )
+            return "err", OutputLine(id=line_id, custom_id=custom_id, response=response), usage
+        if reason:
+            code, message = _STOPPED[reason]
+        elif status == JobStatus.EXPIRED:
+            code, message = _STOPPED["expired"]
+        elif status == JobStatus.CANCELLED:
+            code, message = "cancelled", "The request's job was cancelled"
+        else:
+            code, message = "job_lost", "The request's job record is gone"
+        line = OutputLine(
+            id=line_id, custom_id=custom_id, error=LineError(code=code, message=message)
+        )
+        return "err", line, usage
+
+    # ---- stopping and finalizing ---------------------------------------------------------
+
+    async def _stop(self, batch_id: str, fields: dict[str, str], reason: str) -> None:
+        """Cancel the batch's pending jobs once; when none is left, finalize."""
+        key = batch_key(batch_id)
+        pending = batch_part_key(batch_id, "pending")
+        if not fields.get("stop_sent"):
+            owner = fields.get("owner", "")
+            for raw in await self.redis.smembers(pending):
+                await self.store.cancel(_text(raw), owner)
+            await self.redis.hset(key, "stop_sent", "1")
+            await self._collect(batch_id, fields, reason)
+        if await self.redis.scard(pending):
+            return
+        status = fields["status"]
+        final = BatchStatus.CANCELLED if reason == "cancelled" else BatchStatus.EXPIRED
+        await self._finalize(batch_id, fields, status, final, unfinished=reason)
+
+    async def _unfinished_lines(self, batch_id: str, reason: str) -> list[bytes]:
+        """An error line for each todo line never submitted."""
+        cursor = int(await self.redis.hget(batch_key(batch_id), "cursor") or 0)
+        code, message = _STOPPED[reason]
+        lines: list[bytes] = []
+        for item in await self.redis.lrange(batch_part_key(batch_id, "todo"), cursor, -1):
+            p = _prepared.decode(item)
+            lines.append(_encode(error_line(batch_id, p.line, p.custom_id, code, message)))
+        return lines
+
+    async def _finalize(
+        self,
+        batch_id: str,
+        fields: dict[str, str],
+        from_status: str,
+        final: str,
+        unfinished: str | None = None,
+    ) -> None:
+        """Write the output and error files and the final state in one transaction."""
+        key = batch_key(batch_id)
+        parts = [batch_part_key(batch_id, p) for p in ("todo", "pending", "out", "err")]
+        extra = await self._unfinished_lines(batch_id, unfinished) if unfinished else []
+        owner = fields.get("owner", "")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(key)
+            if _text(await pipe.hget(key, "status")) != from_status:
+                return  # another runner got here first
+            out = [_bytes(line) for line in await pipe.lrange(parts[2], 0, -1)]
+            err = [_bytes(line) for line in await pipe.lrange(parts[3], 0, -1)] + extra
+            pipe.multi()  # type: ignore[no-untyped-call]
+            now = int(time.time())
+            updates: dict[Any, str | int] = {"status": final, f"{final}_at": now}
+            if extra:
+                pipe.hincrby(key, "failed", len(extra))
+            for name, lines in (("output", out), ("error", err)):
+                if not lines:
+                    continue
+                content = b"\n".join(lines) + b"\n"
+                obj = self.files.fields(
+                    owner, f"batch_{batch_id}_{name}.jsonl", "batch_output", content
+                )
+                self.files.write(pipe, owner, obj, content)
+                updates[f"{name}_file_id"] = obj.id
+            pipe.hset(key, mapping=updates)
+            pipe.delete(*parts)
+            pipe.srem(BATCHES_ACTIVE, batch_id)
+            try:
+                await pipe.execute()
+            except WatchError:
+                return
+        log.info(
+            "batch %s %s: %d output lines, %d error lines", batch_id, final, len(out), len(err)
+        )
+
+
+_STOPPED = {
+    "cancelled": ("batch_cancelled", "The batch was cancelled before this request finished"),
+    "expired": (
+        "batch_expired",
+        "This request could not be executed before the completion window expired",
+    ),
+}

@@ -1,0 +1,106 @@
+"""OpenAI's Files API for batch input: upload, read, download, list, delete (docs/batches.md).
+
+Uploads are ``multipart/form-data`` with ``file`` and ``purpose=batch``; the body limit of
+these routes is ``UML_BATCH_MAX_FILE_BYTES`` (413 beyond), set by the router that mounts
+them (see :func:`api.app.create_app`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, delete, get, post
+from litestar.datastructures import State, UploadFile
+from litestar.params import FromPath, Parameter
+
+from api.controllers.openai import owner_of
+from api.errors import APIError, invalid_request
+from api.openapi import ERRORS, FileUploadOperation
+from api.services import batches
+from api.state import Resources
+from protocol.batches import FileDeleted, FileList, FileObject
+
+MAX_FILENAME_CHARS = 255
+
+
+class FilesController(Controller):
+    path = "/v1/files"
+    tags = ["files"]
+
+    @post(
+        "",
+        summary="Upload a batch input file",
+        description="multipart/form-data: `file` (JSONL, one request per line) and "
+        "`purpose=batch`.",
+        status_code=200,
+        responses=ERRORS,
+        operation_class=FileUploadOperation,
+    )
+    async def upload(self, request: Request[Any, Any, Any], state: State) -> FileObject:
+        res = Resources.of(state)
+        form = await request.form()
+        purpose = form.get("purpose")
+        upload = form.get("file")
+        if not isinstance(purpose, str) or not purpose:
+            raise invalid_request("purpose is required", param="purpose")
+        if purpose != "batch":
+            raise invalid_request(
+                "Only purpose=batch is supported", param="purpose", code="unsupported_parameter"
+            )
+        if not isinstance(upload, UploadFile):
+            raise invalid_request("file is required (a multipart file part)", param="file")
+        filename = (upload.filename or "upload.jsonl")[:MAX_FILENAME_CHARS]
+        content = await upload.read()
+        await upload.close()
+        limit = res.settings.batch.max_file_bytes
+        if len(content) > limit:
+            raise APIError(
+                413,
+                f"The file is {len(content)} bytes; at most {limit} are accepted",
+                param="file",
+                code="file_too_large",
+            )
+        batches.check_input_file(content, res.settings.batch.max_lines)
+        return await res.files.create(owner_of(request), filename, purpose, content)
+
+    @get("", summary="List your files, newest first", responses=ERRORS)
+    async def list_files(
+        self,
+        request: Request[Any, Any, Any],
+        state: State,
+        purpose: Annotated[str | None, Parameter(max_length=32)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=10_000)] = 100,
+        after: Annotated[str | None, Parameter(max_length=64)] = None,
+    ) -> FileList:
+        files, more = await Resources.of(state).files.page(owner_of(request), after, limit, purpose)
+        return FileList(
+            data=files,
+            first_id=files[0].id if files else None,
+            last_id=files[-1].id if files else None,
+            has_more=more,
+        )
+
+    @get("/{file_id:str}", summary="Read a file's metadata", responses=ERRORS)
+    async def get_file(
+        self, request: Request[Any, Any, Any], state: State, file_id: FromPath[str]
+    ) -> FileObject:
+        return await Resources.of(state).files.get(owner_of(request), file_id)
+
+    @get(
+        "/{file_id:str}/content",
+        summary="Download a file's bytes",
+        responses=ERRORS,
+        media_type="application/octet-stream",
+    )
+    async def content(
+        self, request: Request[Any, Any, Any], state: State, file_id: FromPath[str]
+    ) -> Response[bytes]:
+        body = await Resources.of(state).files.content(owner_of(request), file_id)
+        return Response(body, media_type="application/octet-stream")
+
+    @delete("/{file_id:str}", summary="Delete a file", status_code=200, responses=ERRORS)
+    async def delete_file(
+        self, request: Request[Any, Any, Any], state: State, file_id: FromPath[str]
+    ) -> FileDeleted:
+        await Resources.of(state).files.delete(owner_of(request), file_id)
+        return FileDeleted(id=file_id)
