@@ -6,7 +6,7 @@ Redis and the stream relay are opened in the lifespan hook and kept in
 ``app.state.resources``. Nothing lives in module globals.
 
 Every route needs an API key (:mod:`api.security.middleware`) except the ones marked
-``opt=PUBLIC`` (``/health``, ``/docs``) and the OpenAPI routes under ``/schema``.
+``opt=PUBLIC`` (``/health``, ``/ready``, ``/docs``) and the OpenAPI routes under ``/schema``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar, Router, get
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -27,6 +28,7 @@ from api.controllers.health import HealthController
 from api.controllers.jobs import JobsController
 from api.controllers.openai import OpenAIController
 from api.errors import exception_handlers
+from api.metrics import Metrics, MetricsController, MetricsMiddleware
 from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
 from api.security.cors import cors_config
 from api.security.middleware import PUBLIC, RateLimitMiddleware, auth_middleware
@@ -45,6 +47,7 @@ async def docs() -> Redirect:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API; resources open when the app starts and close when it stops."""
     cfg = settings or get_settings()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -54,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ):
             app.state.resources = resources
             app.state.audit = audit_writer
+            app.state.metrics = metrics
             yield
 
     return Litestar(
@@ -70,9 +74,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminKeysController,
             AdminAuditController,
             HealthController,
+            MetricsController,
             docs,
         ],
-        middleware=[AuditMiddleware, auth_middleware(), RateLimitMiddleware()],
+        middleware=[
+            DefineMiddleware(MetricsMiddleware, metrics=metrics),
+            AuditMiddleware,
+            auth_middleware(),
+            RateLimitMiddleware(),
+        ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         before_send=[add_request_id],

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from api import render, validation
+from api.metrics import Metrics, arrived_at
 from api.openapi import ERRORS, ChatOperation, CompletionOperation
 from api.security import audit
 from api.security.limits import METERED
@@ -93,8 +94,9 @@ async def _run(
             policy,
             stream_slot,
         )
+        timed = Metrics.of(request.app.state).tokens(spec.model, arrived_at(request.scope), events)
         return Stream(
-            renderer.stream(_noting_usage(request, events)),
+            renderer.stream(_noting_usage(request, timed)),
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
