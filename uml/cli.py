@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     serve.set_defaults(func=_serve)
 
+    flower = sub.add_parser(
+        "flower", help="start Flower (Celery monitor) with basic auth from UML_FLOWER_*"
+    )
+    flower.add_argument("--address", default=None)
+    flower.add_argument("--port", type=int, default=None)
+    flower.set_defaults(func=_flower)
+
     dev = sub.add_parser(
         "dev", help="run Redis (if REDIS_URL is unset), the tiny model, a worker and the API"
     )
@@ -146,6 +153,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"uml serve: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _flower(args: argparse.Namespace) -> int:
+    from uml.flower import run_flower
+
+    return run_flower(get_settings().flower, port=args.port, address=args.address)
 
 
 def _dev(args: argparse.Namespace) -> int:
