@@ -26,6 +26,7 @@ from api.controllers.batches import BatchesController
 from api.controllers.files import FilesController
 from api.controllers.health import HealthController
 from api.controllers.jobs import JobsController
+from api.controllers.models import ModelsController
 from api.controllers.openai import OpenAIController
 from api.errors import exception_handlers
 from api.metrics import Metrics, MetricsController, MetricsMiddleware
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             AdminKeysController,
             AdminAuditController,
+            ModelsController,
             HealthController,
             MetricsController,
             docs,

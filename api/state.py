@@ -55,7 +55,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     relay = Relay(settings.redis.url, block_ms=settings.redis.block_ms, socket_timeout_s=timeout)
     await relay.start()
     keys = KeyStore(redis)
-    models = LiveModels(redis, settings.server.models_cache_s)
+    models = LiveModels(redis, settings.server.models_cache_s, settings)
     store = JobStore(
         redis,
         settings.redis.retention_s,

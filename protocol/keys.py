@@ -10,6 +10,14 @@ TASK_GENERATE = "uml.generate"
 WORKERS_SET = f"{PREFIX}:workers"
 """A set of worker ids that have sent a heartbeat; stale members are pruned by readers."""
 
+CONTROL_LOAD = "uml_load_model"
+"""The Celery remote-control command that makes one worker load a model."""
+CONTROL_UNLOAD = "uml_unload_model"
+"""The Celery remote-control command that makes one worker unload a model."""
+IDLE_QUEUE = "uml.idle"
+"""The queue a worker holding no model consumes (nothing is ever sent to it)."""
+MODEL_OP_TTL_S = 3600
+
 # Celery priorities on the Redis transport: kombu keeps one list per priority step and
 # pops the lowest number first, so interactive work uses the lower number.
 CELERY_PRIORITY_INTERACTIVE = 0
@@ -57,6 +65,16 @@ IDEMPOTENCY_TTL_S = 24 * 3600
 def worker_key(worker_id: str) -> str:
     """A worker's heartbeat record (JSON, with a TTL of a few seconds)."""
     return f"{PREFIX}:worker:{worker_id}"
+
+
+def model_op_key(op_id: str) -> str:
+    """A load or unload operation: JSON of :class:`protocol.models.ModelOp`, kept an hour."""
+    return f"{PREFIX}:modelop:{op_id}"
+
+
+def ondemand_key(model: str) -> str:
+    """The load on demand of ``model`` in flight: the id of its operation, TTL'd."""
+    return f"{PREFIX}:ondemand:{model}"
 
 
 def queue_name(model: str) -> str:

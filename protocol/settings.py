@@ -115,6 +115,41 @@ class WorkerSettings(Struct, frozen=True, kw_only=True):
     ] = 0
 
 
+class ModelSettings(Struct, frozen=True, kw_only=True):
+    """The model registry and model management, read from ``UML_<FIELD>`` (docs/models.md)."""
+
+    models: Annotated[
+        str,
+        Meta(
+            description="TOML file of the model registry (name -> path, engine, options); "
+            "read by workers (what they can load) and the API (what is registered)."
+        ),
+    ] = ""
+    load_on_demand: Annotated[
+        bool,
+        Meta(
+            description="A request for a registered model no worker holds loads it on an "
+            "eligible worker and waits, instead of answering 404."
+        ),
+    ] = True
+    load_wait_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="Longest wait for a load: of a request that loads on demand, and of "
+            "POST /load_model?wait=true.",
+        ),
+    ] = 120.0
+    unload_drain_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="Longest an unload waits for the model's running jobs to finish "
+            "before it frees the memory anyway.",
+        ),
+    ] = 600.0
+
+
 class SecuritySettings(Struct, frozen=True, kw_only=True):
     """Read from ``UML_<FIELD>``. The admin key is a secret: it is never logged or printed."""
 
@@ -265,6 +300,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     redis: RedisSettings
     server: ServerSettings
     worker: WorkerSettings
+    models: ModelSettings = msgspec.field(default_factory=ModelSettings)
     security: SecuritySettings = msgspec.field(default_factory=SecuritySettings)
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     batch: BatchSettings = msgspec.field(default_factory=BatchSettings)
@@ -275,6 +311,7 @@ _PREFIXES: dict[type[Struct], str] = {
     RedisSettings: "UML_REDIS_",
     ServerSettings: "UML_",
     WorkerSettings: "UML_WORKER_",
+    ModelSettings: "UML_",
     SecuritySettings: "UML_",
     LimitSettings: "UML_LIMIT_",
     BatchSettings: "UML_BATCH_",
@@ -309,6 +346,7 @@ def get_settings() -> Settings:
         redis=load(RedisSettings),
         server=load(ServerSettings),
         worker=load(WorkerSettings),
+        models=load(ModelSettings),
         security=load(SecuritySettings),
         limits=load(LimitSettings),
         batch=load(BatchSettings),

@@ -1,4 +1,8 @@
-"""Worker heartbeats: what each live worker holds, written with a short TTL."""
+"""Worker heartbeats: what each live worker holds, written with a short TTL.
+
+Every field added after the first version has a default, so an older reader decodes a
+newer record and the other way round.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,22 @@ from typing import Literal
 
 from msgspec import Struct, field
 
+ModelPhase = Literal["loading", "ready", "unloading"]
+
 
 class ModelState(Struct, kw_only=True):
     name: str
     engine: str
     device: str
-    state: Literal["loading", "ready", "unloading"] = "ready"
+    state: ModelPhase = "ready"
     batching: str = "batched"
     max_batch: int = 0
+    active: int = 0
+    """Jobs of this model running (or handed to the engine) on this worker."""
+    memory_bytes: int = 0
+    """Memory the loaded weights take (0 while loading or where unknown)."""
+    max_seq_len: int = 0
+    loaded_at: float = 0.0
 
 
 class WorkerInfo(Struct, kw_only=True):
@@ -25,3 +37,16 @@ class WorkerInfo(Struct, kw_only=True):
     models: list[ModelState] = field(default_factory=list)
     started_at: float = 0.0
     seen_at: float = 0.0
+    device: str = ""
+    """The device this worker loads models onto by default (cpu or cuda:N)."""
+    memory_free: int = 0
+    """Bytes free on ``device`` (host memory for cpu)."""
+    memory_total: int = 0
+    free_slots: int = 0
+    node: str = ""
+    """The Celery node name remote-control commands are addressed to (``{id}@{host}``)."""
+    registered: list[str] = field(default_factory=list)
+    """Names in this worker's registry: the models it can load by name alone."""
+
+    def holds(self, model: str) -> ModelState | None:
+        return next((m for m in self.models if m.name == model), None)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from protocol.settings import describe, get_settings
 
@@ -41,9 +41,16 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (same seed, same bytes)")
     tiny.set_defaults(func=_make_tiny)
 
-    worker = sub.add_parser("worker", help="start a Celery worker with one model resident")
+    worker = sub.add_parser(
+        "worker", help="start a Celery worker; it loads models at start (--model) or on command"
+    )
     worker.add_argument(
-        "--model", required=True, metavar="NAME=DIR", help="model name and directory"
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=DIR|NAME",
+        help="load this model at start: a directory, or a name from the registry (UML_MODELS); "
+        "repeatable; none: start empty and load on command",
     )
     worker.add_argument("--engine", choices=["torch", "exllamav2"], default=None)
     worker.add_argument("--device", default=None, help="cpu or cuda:N")
@@ -93,37 +100,68 @@ def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from protocol.keys import queue_name
-    from workers.runtime import ModelSpec, Runtime
+    from protocol.models import load_registry
 
-    name, sep, path = args.model.partition("=")
-    if not sep or not name or not path:
-        print("uml worker: --model must look like NAME=DIR", file=sys.stderr)
-        return 2
     settings = get_settings()
-    slots = args.slots or settings.worker.slots
-    spec = ModelSpec(
-        name=name,
-        path=Path(path),
-        engine=args.engine or settings.worker.engine,
-        device=args.device or settings.worker.device,
-    )
     try:
-        runtime = Runtime(settings, spec, slots)
-        runtime.load()
+        registry = load_registry(settings.models.models)
+        startup = [_startup_model(text, registry) for text in args.model]
+    except ValueError as exc:
+        print(f"uml worker: {exc}", file=sys.stderr)
+        return 2
+    from workers.runtime import Runtime
+
+    slots = args.slots or settings.worker.slots
+    runtime = Runtime(settings, slots, registry, device=args.device, engine=args.engine)
+    try:
+        specs = [runtime.spec(name, entry) for name, entry in startup]
+        for spec in specs:
+            runtime.load(spec)
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"uml worker: {exc}", file=sys.stderr)
         return 1
-    Runtime.install(runtime)
-    from workers.app import app
+    return _run_worker(runtime, args, [spec.name for spec in specs])
 
+
+def _startup_model(text: str, registry: dict[str, Any]) -> tuple[str, Any]:
+    """``NAME=DIR`` (an entry made on the spot) or ``NAME`` (the registry's entry)."""
+    from protocol.models import ModelEntry
+
+    name, sep, path = text.partition("=")
+    if sep and name and path:
+        return name, ModelEntry(path=path)
+    if not sep and name in registry:
+        return name, registry[name]
+    if not sep and name:
+        raise ValueError(f"--model {name}: not in the registry (UML_MODELS)")
+    raise ValueError("--model must look like NAME=DIR or NAME")
+
+
+def _run_worker(runtime: Any, args: argparse.Namespace, models: list[str]) -> int:
+    """Start the Celery consumer on the loaded models' queues; returns its exit code."""
+    from celery.signals import worker_ready
+
+    from protocol.keys import IDLE_QUEUE, queue_name
+    from workers.app import app
+    from workers.control import Loader
+    from workers.runtime import Runtime
+
+    Runtime.install(runtime)
+    loader = Loader(runtime)
+    Loader.install(loader)
+
+    def _attach(sender: Any = None, **_: Any) -> None:
+        loader.attach(sender)
+
+    worker_ready.connect(_attach, weak=False)
     runtime.start()
+    loader.start()
     try:
         worker = app.Worker(
             pool="threads",
-            concurrency=slots,
-            queues=[queue_name(name)],
-            hostname=f"{runtime.worker_id}@{socket.gethostname()}",
+            concurrency=runtime.slots,
+            queues=[IDLE_QUEUE, *(queue_name(name) for name in models)],
+            hostname=runtime.node,
             loglevel=args.loglevel.upper(),
             without_gossip=True,
             without_mingle=True,
@@ -132,6 +170,7 @@ def _worker(args: argparse.Namespace) -> int:
         worker.start()
         code = int(getattr(worker, "exitcode", 0) or 0)
     finally:
+        loader.stop()
         runtime.stop()
     return code
 

@@ -1,7 +1,7 @@
 """The Celery app: Redis broker, per-model queues, the ``uml.generate`` task.
 
 Workers run the ``threads`` pool (one model copy per process, CUDA-safe) and consume
-``model.<name>`` for the model they hold. Crash recovery is ours (job leases in Redis), so
+``model.<name>`` for each model they hold. Crash recovery is ours (job leases in Redis), so
 the visibility timeout sits far above the longest job and kombu never redelivers by itself.
 ``celery -A workers.app ...`` (Flower, inspect) uses the module-level :data:`app`.
 """
@@ -9,6 +9,7 @@ the visibility timeout sits far above the longest job and kombu never redelivers
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import Celery
 
@@ -38,15 +39,17 @@ def create_celery(broker_url: str) -> Celery:
         worker_redirect_stdouts=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
-    celery.task(name=TASK_GENERATE, ignore_result=True)(generate)
+    celery.task(name=TASK_GENERATE, ignore_result=True, bind=True)(generate)
     return celery
 
 
-def generate(job_id: str) -> str:
-    """Run one job on this process's resident model; returns the job's final status."""
+def generate(task: Any, job_id: str) -> str:
+    """Run one job on the model its queue (``model.<name>``) names; returns its final status."""
     from workers.runtime import Runtime
 
-    return Runtime.current().run_job(job_id)
+    routing_key = str((task.request.delivery_info or {}).get("routing_key") or "")
+    model = routing_key.removeprefix("model.") if routing_key.startswith("model.") else None
+    return Runtime.current().run_job(job_id, model)
 
 
 app = create_celery(get_settings().redis.url)

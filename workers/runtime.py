@@ -1,11 +1,15 @@
-"""The worker process's resident state: one engine, its scheduler, heartbeats.
+"""The worker process's resident state: the models it holds, heartbeats, running jobs.
 
-``uml worker`` builds a :class:`Runtime` (loading the model once), installs it, then
-starts the Celery consumer; each ``uml.generate`` task thread calls :meth:`Runtime.run_job`.
+``uml worker`` builds a :class:`Runtime`, loads the model it was started with (if any),
+installs it, then starts the Celery consumer; each ``uml.generate`` task thread calls
+:meth:`Runtime.run_job` with the model its queue names. Loads and unloads on command run
+in :mod:`workers.control`'s loader thread, never in the consumer loop.
 """
 
 from __future__ import annotations
 
+import bisect
+import gc
 import logging
 import os
 import socket
@@ -13,8 +17,6 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -22,14 +24,22 @@ import redis
 
 from protocol.events import FINALIZE_LUA, expired_unstarted, template
 from protocol.jobs import JobSpec, SamplingParams
-from protocol.keys import WORKERS_SET, events_key, job_key, worker_key
+from protocol.keys import (
+    CELERY_PRIORITY_STEPS,
+    WORKERS_SET,
+    broker_transport_options,
+    events_key,
+    job_key,
+    queue_name,
+    worker_key,
+)
+from protocol.models import ModelEntry
 from protocol.settings import Settings
 from protocol.states import JobStatus
-from protocol.workers import ModelState, WorkerInfo
+from protocol.workers import WorkerInfo
 from workers.detok import IncrementalDetokenizer
-from workers.engines import Engine, create_engine
 from workers.jobstate import ActiveJob
-from workers.scheduler import Scheduler
+from workers.resident import ModelSpec, Resident, device_memory
 from workers.sink import JobWrite, RedisSink
 from workers.stops import StopMatcher
 
@@ -70,6 +80,21 @@ return {'claimed', attempt, seq, redis.call('HGET', job, 'spec')}
 _NO_SAMPLING = SamplingParams(max_tokens=1)
 
 
+# Put a job's queued message back at the head of its list, with a fresh delivery tag, when
+# it reached a worker that no longer holds its model (an unload won the race). The job stays
+# ``queued``; its ``msg`` field follows the new message (queue positions keep working).
+# KEYS: job, the list. ARGV: the message as delivered, the new message.
+_REQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+if redis.call('HGET', KEYS[1], 'msg') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'msg', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+_SEP = str(broker_transport_options()["sep"])
+
+
 class ContextTooLong(ValueError):
     """The prompt plus max_tokens does not fit the model's context (OpenAI's error code)."""
 
@@ -80,22 +105,29 @@ class ContextTooLong(ValueError):
         self.param = param
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    path: Path
-    engine: str
-    device: str
+class ModelBusy(RuntimeError):
+    """A load or unload that cannot start because the model is in the middle of another."""
 
 
 class Runtime:
     _current: Runtime | None = None
 
-    def __init__(self, settings: Settings, model: ModelSpec, slots: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        slots: int,
+        registry: dict[str, ModelEntry] | None = None,
+        device: str | None = None,
+        engine: str | None = None,
+    ) -> None:
         self.settings = settings
-        self.model = model
         self.slots = slots
+        self.registry = dict(registry or {})
+        self.device = device or settings.worker.device
+        self.engine_name = engine
         self.worker_id = f"w-{uuid.uuid4().hex[:8]}"
+        self.host = socket.gethostname()
+        self.node = f"{self.worker_id}@{self.host}"
         self.started_at = time.time()
         self.redis = redis.Redis.from_url(
             settings.redis.url,
@@ -106,12 +138,11 @@ class Runtime:
             retry_on_timeout=True,
             max_connections=slots + 8,
         )
-        self.engine: Engine = create_engine(
-            model.engine, model.device, max_batch=slots, max_seq_len=settings.worker.max_seq_len
-        )
         self.sink = RedisSink(self.redis, settings.redis.retention_s)
-        self.scheduler = Scheduler(self.engine, self.sink)
+        self._models: dict[str, Resident] = {}
+        self._lock = threading.Lock()
         self._claim = self.redis.register_script(_CLAIM)
+        self._requeue = self.redis.register_script(_REQUEUE)
         self._expired = template(expired_unstarted())
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
@@ -130,32 +161,100 @@ class Runtime:
             raise RuntimeError("no model runtime in this process: start workers with `uml worker`")
         return cls._current
 
-    def load(self) -> None:
-        if not self.model.device.startswith("cuda"):
-            limit_cpu_threads(self.settings.worker.cpu_threads)
+    def spec(
+        self, name: str, entry: ModelEntry | None = None, device: str | None = None
+    ) -> ModelSpec:
+        """How this worker would load ``name``: ``entry``, else its registry's; KeyError if
+        neither names it."""
+        found = entry or self.registry.get(name)
+        if found is None:
+            raise KeyError(name)
+        return ModelSpec.resolve(
+            name,
+            found,
+            self.settings,
+            self.slots,
+            device=device or self.device,
+            engine=self.engine_name,
+        )
+
+    def load(self, spec: ModelSpec) -> Resident:
+        """Load ``spec`` (blocking: the loader thread or startup); its queue is not consumed
+        yet. A model already held raises :class:`ModelBusy` unless it is ready."""
+        resident = Resident.build(spec, self.sink)  # may import an engine: not under the lock
+        with self._lock:
+            held = self._models.get(spec.name)
+            if held is not None:
+                if held.state == "ready":
+                    return held
+                raise ModelBusy(f"model {spec.name} is {held.state} on this worker")
+            self._models[spec.name] = resident
+        self._beat_quietly()
         started = time.monotonic()
-        self.engine.load(self.model.path)
+        try:
+            resident.load()
+        except BaseException:
+            with self._lock:
+                self._models.pop(spec.name, None)
+            resident.engine.unload()
+            gc.collect()
+            self._beat_quietly()
+            raise
         log.info(
             "loaded %s from %s on %s with %s (%s) in %.1fs",
-            self.model.name,
-            self.model.path,
-            self.model.device,
-            self.model.engine,
-            self.engine.batching,
+            spec.name,
+            spec.path,
+            spec.device,
+            spec.engine,
+            resident.engine.batching,
             time.monotonic() - started,
         )
+        self._beat_quietly()
+        return resident
+
+    def begin_unload(self, name: str) -> Resident:
+        """Mark ``name`` unloading (KeyError if not held; ModelBusy if not ready)."""
+        with self._lock:
+            resident = self._models[name]
+            if resident.state != "ready":
+                raise ModelBusy(f"model {name} is {resident.state} on this worker")
+            resident.state = "unloading"
+        self._beat_quietly()
+        return resident
+
+    def drained(self, resident: Resident) -> bool:
+        with self._lock:
+            return resident.inflight == 0
+
+    def finish_unload(self, resident: Resident) -> None:
+        """Forget ``resident`` (later jobs for it are requeued), then free its memory."""
+        with self._lock:
+            if self._models.get(resident.spec.name) is resident:
+                del self._models[resident.spec.name]
+        resident.free()
+        gc.collect()
+        self._beat_quietly()
+        log.info("unloaded %s", resident.spec.name)
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
 
     def start(self) -> None:
         # The engine thread holds the GIL between short torch ops; a thread that wants it
         # back (Celery's consumer, task threads) waits up to the switch interval each time.
         sys.setswitchinterval(self.settings.worker.switch_interval_ms / 1000)
-        self.scheduler.start()
+        if not self.device.startswith("cuda"):
+            limit_cpu_threads(self.settings.worker.cpu_threads)
         self.beat()
         self._heartbeat.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self.scheduler.stop()
+        with self._lock:
+            residents = list(self._models.values())
+        for resident in residents:
+            resident.scheduler.stop()
         try:
             self.redis.delete(worker_key(self.worker_id))
             self.redis.srem(WORKERS_SET, self.worker_id)
@@ -165,23 +264,25 @@ class Runtime:
     # ---- heartbeats ----------------------------------------------------------------
 
     def info(self) -> WorkerInfo:
-        model = ModelState(
-            name=self.model.name,
-            engine=self.model.engine,
-            device=self.model.device,
-            state="ready",
-            batching=self.engine.batching,
-            max_batch=self.engine.max_batch,
-        )
+        with self._lock:
+            models = [r.view() for r in self._models.values()]
+        active = sum(m.active for m in models)
+        free, total = device_memory(self.device)
         return WorkerInfo(
             id=self.worker_id,
-            host=socket.gethostname(),
+            host=self.host,
             pid=os.getpid(),
             slots=self.slots,
-            active=self.scheduler.active,
-            models=[model],
+            active=active,
+            models=models,
             started_at=self.started_at,
             seen_at=time.time(),
+            device=self.device,
+            memory_free=free,
+            memory_total=total,
+            free_slots=max(0, self.slots - active),
+            node=self.node,
+            registered=sorted(self.registry),
         )
 
     def beat(self) -> None:
@@ -191,17 +292,42 @@ class Runtime:
         pipe.sadd(WORKERS_SET, self.worker_id)
         pipe.execute()
 
+    def _beat_quietly(self) -> None:
+        if not self._heartbeat.is_alive():
+            return  # not started: models loaded at startup show once the worker runs
+        try:
+            self.beat()
+        except redis.RedisError as exc:
+            log.warning("heartbeat failed: %s", exc)
+
     def _beat_loop(self) -> None:
         while not self._stop.wait(self.settings.worker.heartbeat_s):
-            try:
-                self.beat()
-            except redis.RedisError as exc:
-                log.warning("heartbeat failed: %s", exc)
+            self._beat_quietly()
 
     # ---- jobs ----------------------------------------------------------------------
 
-    def run_job(self, job_id: str) -> str:
-        """Claim ``job_id``, run it to its end, return its final status."""
+    def run_job(self, job_id: str, model: str | None = None) -> str:
+        """Claim ``job_id`` of ``model``, run it to its end, return its final status.
+
+        A job whose model this worker does not hold (it was unloaded after the message was
+        fetched) goes back to the head of its queue, unclaimed: ``requeued``.
+        """
+        name = model or self._model_of(job_id)
+        with self._lock:
+            resident = self._models.get(name)
+            if resident is None or resident.state == "loading":
+                resident = None
+            else:
+                resident.inflight += 1
+        if resident is None:
+            return self._give_back(job_id, name)
+        try:
+            return self._run_on(resident, job_id)
+        finally:
+            with self._lock:
+                resident.inflight -= 1
+
+    def _run_on(self, resident: Resident, job_id: str) -> str:
         outcome, attempt, last_seq, raw_spec = self._claim_job(job_id)
         if outcome != "claimed":
             log.info("job %s not run: %s", job_id, outcome)
@@ -210,7 +336,7 @@ class Runtime:
             return outcome
         try:
             spec = msgspec.json.decode(raw_spec or b"null", type=JobSpec)
-            job = self._prepare(job_id, spec, attempt)
+            job = self._prepare(resident, job_id, spec, attempt)
         except ContextTooLong as exc:
             self._fail_unstarted(job_id, attempt, last_seq, str(exc), exc.param, exc.code)
             return JobStatus.FAILED.value
@@ -218,9 +344,29 @@ class Runtime:
             self._fail_unstarted(job_id, attempt, last_seq, f"job could not be prepared: {exc}")
             return JobStatus.FAILED.value
         job.seq = last_seq
-        self.scheduler.submit(job)
+        resident.scheduler.submit(job)
         job.done.wait()
         return (job.final_status or JobStatus.FAILED).value
+
+    def _model_of(self, job_id: str) -> str:
+        raw = self.redis.hget(job_key(job_id), "model")
+        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+
+    def _give_back(self, job_id: str, model: str) -> str:
+        """Requeue a job this worker cannot run; it stays ``queued`` for another worker."""
+        raw = self.redis.hget(job_key(job_id), "msg")
+        if raw is None:
+            log.info("job %s for %s not held here and no longer queued", job_id, model)
+            return "skip"
+        envelope = msgspec.json.decode(raw)
+        props = envelope.get("properties", {})
+        props["delivery_tag"] = str(uuid.uuid4())
+        target = _list_of(queue_name(model), int(props.get("priority") or 0))
+        moved = self._requeue(
+            keys=[job_key(job_id), target], args=[raw, msgspec.json.encode(envelope)]
+        )
+        log.info("job %s: model %s not held here; requeued=%s", job_id, model, bool(moved))
+        return "requeued"
 
     def _claim_job(self, job_id: str) -> tuple[str, int, int, bytes | None]:
         args = [self.worker_id, time.time(), self._expired, self.settings.redis.retention_s]
@@ -228,18 +374,19 @@ class Runtime:
         outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
         return outcome, int(result[1]), int(result[2]), result[3] or None
 
-    def _prepare(self, job_id: str, spec: JobSpec, attempt: int) -> ActiveJob:
+    def _prepare(self, resident: Resident, job_id: str, spec: JobSpec, attempt: int) -> ActiveJob:
         """Render and tokenize the prompt (in the task thread, off the scheduler's path)."""
+        engine = resident.engine
         if spec.kind == "chat":
             messages = [
                 {"role": m.role, "content": m.content if isinstance(m.content, str) else ""}
                 for m in spec.messages or []
             ]
-            prompt = self.engine.render_chat(messages)
+            prompt = engine.render_chat(messages)
         else:
             prompt = spec.prompt or ""
-        prompt_ids = self.engine.encode(prompt)
-        limit = self.settings.worker.max_seq_len
+        prompt_ids = engine.encode(prompt)
+        limit = resident.spec.max_seq_len
         if len(prompt_ids) + spec.sampling.max_tokens > limit:
             raise ContextTooLong(
                 f"The prompt ({len(prompt_ids)} tokens) plus max_tokens "
@@ -252,7 +399,7 @@ class Runtime:
             prompt_ids=prompt_ids,
             attempt=attempt,
             worker_id=self.worker_id,
-            detok=IncrementalDetokenizer(self.engine.decode),
+            detok=IncrementalDetokenizer(engine.decode),
             stops=StopMatcher(spec.sampling.stop),
         )
         job.fields["prompt_tokens"] = len(prompt_ids)  # written with the first events
@@ -277,14 +424,14 @@ class Runtime:
         self._write_final(job)
 
     def _bare_job(self, job_id: str, attempt: int, last_seq: int) -> ActiveJob:
-        spec = JobSpec(kind="completion", model=self.model.name, sampling=_NO_SAMPLING)
+        spec = JobSpec(kind="completion", model="", sampling=_NO_SAMPLING)
         job = ActiveJob(
             job_id=job_id,
             spec=spec,
             prompt_ids=[],
             attempt=attempt,
             worker_id=self.worker_id,
-            detok=IncrementalDetokenizer(self.engine.decode),
+            detok=IncrementalDetokenizer(_no_text),
             stops=StopMatcher(()),
         )
         job.seq = last_seq
@@ -293,6 +440,16 @@ class Runtime:
     def _write_final(self, job: ActiveJob) -> None:
         events, fields = job.take_writes()
         self.sink.flush([JobWrite(job.job_id, events, fields, final=True)], [])
+
+
+def _no_text(ids: Any) -> str:
+    return ""
+
+
+def _list_of(queue: str, priority: int) -> str:
+    """The Redis list kombu keeps ``queue``'s messages of ``priority`` in."""
+    step = CELERY_PRIORITY_STEPS[bisect.bisect(CELERY_PRIORITY_STEPS, priority) - 1]
+    return f"{queue}{_SEP}{step}" if step else queue
 
 
 def limit_cpu_threads(wanted: int) -> None:

@@ -39,7 +39,8 @@ class Scheduler:
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         self._inbox.put(None)
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         self._writer.close(timeout)
 
     def submit(self, job: ActiveJob) -> None:

@@ -2,7 +2,9 @@
 
 A worker lists itself in ``uml:workers`` and refreshes ``uml:worker:{id}`` (a TTL'd JSON
 :class:`protocol.workers.WorkerInfo`). A member whose record has expired is dead and is
-pruned here. A model is servable when some live worker holds it in state ``ready``.
+pruned here. A model is servable when some live worker holds it in state ``ready``; with
+load on demand on, a registered model that is not is loaded first
+(:meth:`api.services.model_ops.ModelAdmin.ensure`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import msgspec
 import redis.asyncio as aioredis
 
 from api.errors import model_not_found
+from api.services.model_ops import ModelAdmin
 from protocol.keys import WORKERS_SET, worker_key
+from protocol.settings import Settings
 from protocol.workers import WorkerInfo
 
 _decoder = msgspec.json.Decoder(WorkerInfo)
@@ -54,9 +58,13 @@ def ready_models(workers: list[WorkerInfo]) -> frozenset[str]:
 class LiveModels:
     """The servable models, re-read from Redis at most every ``cache_s`` seconds."""
 
-    def __init__(self, redis: aioredis.Redis, cache_s: float) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, cache_s: float, settings: Settings | None = None
+    ) -> None:
         self.redis = redis
         self.cache_s = cache_s
+        self.admin = ModelAdmin(redis, settings) if settings is not None else None
+        """Load and unload (``/load_model``, ``/models``); None in a bare test instance."""
         self._snapshot: Snapshot | None = None
 
     async def refresh(self) -> Snapshot:
@@ -73,9 +81,14 @@ class LiveModels:
         return snap
 
     async def require(self, model: str) -> None:
-        """Return if ``model`` is servable; else re-check Redis once, then answer 404."""
+        """Return if ``model`` is servable; else re-check Redis once, then load it on demand
+        (when on, and registered) or answer 404."""
         snap = self._snapshot
         if snap and time.monotonic() - snap.taken_at < self.cache_s and model in snap.models:
             return
-        if model not in (await self.refresh()).models:
+        if model in (await self.refresh()).models:
+            return
+        admin = self.admin
+        if admin is None or not admin.settings.models.load_on_demand:
             raise model_not_found(model)
+        await admin.ensure(model, self)

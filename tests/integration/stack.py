@@ -103,6 +103,29 @@ class Stack:
         wait_for(ready, 180, f"worker for {model}")
         return proc
 
+    def start_idle_worker(self, slots: int = 16, extra: tuple[str, ...] = ()) -> Proc:
+        """A worker started without a model (it loads on command); returns once it beats."""
+        proc = self._spawn("worker", ["worker", "--slots", str(slots), *extra])
+
+        def ready() -> bool:
+            assert proc.alive(), f"worker exited:\n{proc.log()}"
+            return self.worker_id(proc) is not None
+
+        wait_for(ready, 180, "an idle worker")
+        return proc
+
+    def worker_id(self, proc: Proc) -> str | None:
+        """The id of the live worker that ``proc`` runs (its heartbeat names its pid)."""
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            for raw_id in client.smembers(WORKERS_SET):
+                raw = client.get(worker_key(raw_id.decode()))
+                if raw and msgspec.json.decode(raw, type=WorkerInfo).pid == proc.process.pid:
+                    return str(raw_id.decode())
+            return None
+        finally:
+            client.close()
+
     def start_api(self) -> tuple[Proc, str]:
         port = free_port()
         proc = self._spawn("api", ["serve", "--host", "127.0.0.1", "--port", str(port)])

@@ -134,6 +134,7 @@ class ExLlamaV2Engine:
         gpu_split: Sequence[float] | None = None,
         paged: bool | None = None,
         cache_bits: int = 16,
+        cache_tokens: int = 0,
     ) -> None:
         """``paged=None`` pages when flash-attn allows; ``cache_bits`` 16, 8, 6 or 4 (Q cache)."""
         self._device_index = _require_cuda(device)
@@ -143,6 +144,7 @@ class ExLlamaV2Engine:
         self.gpu_split = list(gpu_split) if gpu_split is not None else None
         self._want_paged = paged
         self._cache_bits = cache_bits
+        self._cache_tokens = cache_tokens
         self._paged = False
         self._model: Any = None
         self._cache: Any = None
@@ -184,7 +186,7 @@ class ExLlamaV2Engine:
         config.max_batch_size = max(config.max_batch_size, needed)
         self._model = ExLlamaV2(config)
         self._model.load(self.gpu_split or [0.0] * self._device_index + [99999.0])
-        self._cache = self._make_cache(config.max_seq_len * batch)
+        self._cache = self._make_cache(self._cache_tokens or config.max_seq_len * batch)
         self._tokenizer = ExLlamaV2Tokenizer(config)
         self._generator = self._make_generator(config.max_seq_len, batch)
         self._eos = _eos_ids(model_dir, self._tokenizer.eos_token_id)

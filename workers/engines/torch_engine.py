@@ -114,6 +114,12 @@ class TorchEngine:
         self._bos, self._add_bos = _bos(model_dir, self._model)
         self._cache = SlotCache(self.max_batch, self.max_seq_len)
 
+    def memory_bytes(self) -> int:
+        """Bytes of the loaded weights and buffers (0 when nothing is loaded)."""
+        if self._model is None:
+            return 0
+        return int(self._model.get_memory_footprint())
+
     def unload(self) -> None:
         """Drop the model, the tokenizer and every job."""
         self._model = self._tokenizer = self._chat = None
