@@ -28,6 +28,7 @@ from api.controllers.health import HealthController
 from api.controllers.jobs import JobsController
 from api.controllers.models import ModelsController
 from api.controllers.openai import OpenAIController
+from api.controllers.ws import ws_endpoint
 from api.errors import exception_handlers
 from api.metrics import Metrics, MetricsController, MetricsMiddleware
 from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
@@ -76,6 +77,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             AdminAuditController,
             ModelsController,
             HealthController,
+            ws_endpoint,
             MetricsController,
             docs,
         ],

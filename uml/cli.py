@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    models = sub.add_parser("models", help="model utilities").add_subparsers(metavar="ACTION")
+    models_parser = sub.add_parser("models", help="list the served models; model utilities")
+    models = models_parser.add_subparsers(metavar="ACTION")
     tiny = models.add_parser("make-tiny", help="write the tiny random-weight Llama model to DIR")
     tiny.add_argument("dir", type=Path)
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (same seed, same bytes)")
@@ -82,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     from uml.keys import add_parser as add_keys_parser
 
     add_keys_parser(sub)
+
+    from client.cli import add_parsers as add_client_parsers
+
+    add_client_parsers(sub, models_parser)
 
     settings = sub.add_parser("settings", help="print every setting with its default")
     settings.set_defaults(func=_settings)

@@ -1,0 +1,63 @@
+"""The types the clients answer with: the server's own ``protocol`` Structs, plus ``Health``.
+
+Responses are decoded with msgspec into the same Structs the API encodes, so a field the
+server adds is one the client sees. Answers of routes whose wire types live elsewhere
+(model load/unload, files, batches) are plain ``dict``\\s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from msgspec import Struct
+
+from protocol.events import DoneEvent, ErrorEvent, Event, StatusEvent, TokenEvent
+from protocol.jobs_api import Job, JobList
+from protocol.openai import (
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    CompletionChunk,
+    CompletionResponse,
+    ModelCard,
+    ModelList,
+    Usage,
+)
+from protocol.states import TERMINAL, JobStatus, Priority
+
+JSON = dict[str, Any]
+
+
+class Health(Struct, kw_only=True):
+    """``GET /health``: ``status`` is ``ok``, ``no_workers`` or ``redis_down``."""
+
+    status: str
+    redis: bool = False
+    workers: int = 0
+    models: list[str] = []
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+__all__ = [
+    "JSON",
+    "TERMINAL",
+    "ChatCompletionChunk",
+    "ChatCompletionResponse",
+    "CompletionChunk",
+    "CompletionResponse",
+    "DoneEvent",
+    "ErrorEvent",
+    "Event",
+    "Health",
+    "Job",
+    "JobList",
+    "JobStatus",
+    "ModelCard",
+    "ModelList",
+    "Priority",
+    "StatusEvent",
+    "TokenEvent",
+    "Usage",
+]

@@ -1,0 +1,139 @@
+"""The WebSocket's pure parts: messages, the client's router, the server's outbox and close."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import pytest
+
+from api.controllers import ws as controller
+from api.services.ws import Outbox, Overflow, chosen_subprotocol, key_of, render
+from client._errors import JobError, NotFoundError, WebSocketClosedError
+from client._ws import Router
+from protocol import ws
+from protocol.events import DoneEvent, StatusEvent, TokenEvent
+from protocol.openai import ErrorInfo, Usage
+
+USAGE = Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+
+
+def test_messages_round_trip() -> None:
+    gen = ws.decode_client(b'{"type":"generate","body":{"model":"m","prompt":"p"},"ref":"a"}')
+    assert isinstance(gen, ws.Generate) and msgspec.json.decode(bytes(gen.body))["prompt"] == "p"
+    assert ws.decode_client('{"type":"subscribe","job_id":"j"}') == ws.Subscribe(job_id="j")
+    with pytest.raises(msgspec.ValidationError):
+        ws.decode_client('{"type":"shout"}')
+    done = ws.Done(job_id="j", seq=3, finish_reason="stop", usage=USAGE)
+    assert ws.decode_server(ws.encode(done)) == done
+
+
+def test_router_files_messages_per_job_and_ref() -> None:
+    router = Router()
+    ref = router.ref()
+    router.route(ws.JobAccepted(job_id="a", model="m", ref=ref))
+    router.route(ws.Token(job_id="b", seq=2, text="x"))
+    router.route(ws.Token(job_id="a", seq=2, text="y"))
+    router.route(ws.Error(job_id="b", seq=3, error=ErrorInfo(message="boom", type="server_error")))
+    accepted = router.answer(ref)
+    assert isinstance(accepted, ws.JobAccepted) and accepted.job_id == "a"
+    assert router.event("a") == ws.Token(job_id="a", seq=2, text="y")
+    assert router.event("a") is None
+    assert router.event("b") == ws.Token(job_id="b", seq=2, text="x")
+    with pytest.raises(JobError):
+        router.event("b")
+    refused = ws.Error(ref="r9", status=404, error=ErrorInfo(message="no", type="x"))
+    router.route(refused)
+    with pytest.raises(NotFoundError):
+        router.answer("r9")
+    router.closed = WebSocketClosedError(4008, "overflow")
+    with pytest.raises(WebSocketClosedError):
+        router.event("a")
+
+
+def test_outbox_overflow_is_sticky() -> None:
+    box = Outbox(size=2)
+    box.put(ws.Pong())
+    box.put(ws.Pong())
+    with pytest.raises(Overflow):
+        box.put(ws.Pong())
+    assert box.overflowed.is_set()
+    box.queue.get_nowait()
+    with pytest.raises(Overflow):  # once overflowed, the socket is done
+        box.put(ws.Pong())
+
+
+def test_render_events() -> None:
+    assert render("j", StatusEvent(seq=1, status="running")) is None  # type: ignore[arg-type]
+    assert render("j", TokenEvent(seq=2, text="")) is None
+    assert render("j", TokenEvent(seq=2, text="hi")) == ws.Token(job_id="j", seq=2, text="hi")
+    done = render("j", DoneEvent(seq=3, finish_reason="stop", usage=USAGE))
+    assert isinstance(done, ws.Done) and done.seq == 3
+
+
+class FakeSocket:
+    """Just what the handshake helpers read: headers, query parameters, the ASGI scope."""
+
+    def __init__(
+        self, headers: dict[str, str], query: dict[str, str], protocols: list[str]
+    ) -> None:
+        self.headers = headers
+        self.query_params = query
+        self.scope = {"subprotocols": protocols}
+
+
+def test_handshake_key_sources() -> None:
+    assert key_of(FakeSocket({"authorization": "Bearer k1"}, {"api_key": "k2"}, [])) == "k1"
+    assert key_of(FakeSocket({}, {"api_key": "k2"}, [])) == "k2"
+    sock = FakeSocket({}, {}, ["uml.v1", "uml.key.k3"])
+    assert key_of(sock) == "k3" and chosen_subprotocol(sock) == "uml.v1"
+    with pytest.raises(Exception) as refused:
+        key_of(FakeSocket({}, {}, ["uml.key."]))
+    assert getattr(refused.value, "status", None) == 401
+
+
+class StalledSocket:
+    """A socket whose reader never reads: sends block; receives wait for ever."""
+
+    def __init__(self) -> None:
+        self.closed: tuple[int, str] | None = None
+
+    async def receive_data(self, mode: str) -> str:
+        await asyncio.Event().wait()
+        return ""
+
+    async def send_data(self, data: str) -> None:
+        await asyncio.Event().wait()
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+class FloodSession:
+    """A session whose jobs produce frames faster than the socket sends them."""
+
+    def __init__(self) -> None:
+        self.outbox = Outbox(size=4)
+        self.closed = False
+
+    async def handle(self, data: Any) -> None:  # pragma: no cover - never called
+        pass
+
+    async def flood(self) -> None:
+        for seq in range(100):
+            self.outbox.put(ws.Token(job_id="j", seq=seq, text="x"))
+            await asyncio.sleep(0)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_slow_reader_is_closed_with_the_overload_code() -> None:
+    sock, session = StalledSocket(), FloodSession()
+    flood = asyncio.create_task(session.flood())
+    await asyncio.wait_for(controller._run(sock, session), 10)  # type: ignore[arg-type]
+    with pytest.raises(Overflow):
+        await flood
+    assert session.closed
+    assert sock.closed is not None and sock.closed[0] == ws.CLOSE_OVERLOADED
