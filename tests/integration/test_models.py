@@ -263,3 +263,65 @@ def test_a_killed_worker_leaves_models_within_its_ttl(http: httpx.Client, models
         "the killed worker to leave /models",
     )
     assert time.monotonic() - killed_at <= TTL_S + 3
+
+
+def _placements(http: httpx.Client, name: str) -> list[str]:
+    return [p["worker"] for p in _model(http, name)["workers"]]
+
+
+def _unload_everywhere(http: httpx.Client, name: str) -> None:
+    if _placements(http, name):
+        response = http.post("/unload_model", params={"wait": "true"}, json={"model": name})
+        assert response.status_code == 200, response.text
+    assert _placements(http, name) == []
+
+
+def _parallel(models: Models, name: str, count: int) -> list[str]:
+    """``count`` greedy completions of ``name`` at once; their texts."""
+    texts: list[str] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        with httpx.Client(base_url=models.base, headers=AUTH, timeout=120) as client:
+            text = _complete(client, name)
+        with lock:
+            texts.append(text)
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(150)
+    return texts
+
+
+def test_concurrent_requests_load_a_model_once(
+    http: httpx.Client, models: Models, expected: dict[str, str]
+) -> None:
+    _unload_everywhere(http, "beta")
+    texts = _parallel(models, "beta", 6)
+    assert texts == [expected["beta"]] * 6
+    assert len(_placements(http, "beta")) == 1
+
+
+def test_unloading_one_of_two_holders_loses_no_job(
+    http: httpx.Client, models: Models, expected: dict[str, str]
+) -> None:
+    holders = set(_placements(http, "alpha"))
+    for worker_id in models.ids.values():
+        if worker_id not in holders:
+            _load(http, {"model": "alpha", "worker": worker_id})
+    assert set(_placements(http, "alpha")) == set(models.ids.values())
+    results: list[list[str]] = []
+    runner = threading.Thread(target=lambda: results.append(_parallel(models, "alpha", 16)))
+    runner.start()
+    response = http.post(
+        "/unload_model",
+        params={"wait": "true"},
+        json={"model": "alpha", "worker": models.ids["first"]},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["data"][0]["state"] == "unloaded"
+    runner.join(150)
+    assert results == [[expected["alpha"]] * 16]
+    assert _placements(http, "alpha") == [models.ids["second"]]
