@@ -33,7 +33,9 @@ def create_celery(broker_url: str) -> Celery:
         # runtime (enable_events) when it attaches.
         worker_send_task_events=False,
         task_create_missing_queues=True,
-        broker_transport_options=broker_transport_options(),
+        # polling_interval is kombu's BRPOP timeout: a queue added after a load is polled
+        # from the next BRPOP on, so a short one makes a loaded model serve sooner.
+        broker_transport_options={**broker_transport_options(), "polling_interval": 0.25},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,

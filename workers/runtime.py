@@ -8,7 +8,6 @@ in :mod:`workers.control`'s loader thread, never in the consumer loop.
 
 from __future__ import annotations
 
-import bisect
 import gc
 import logging
 import os
@@ -25,12 +24,9 @@ import redis
 from protocol.events import FINALIZE_LUA, expired_unstarted, template
 from protocol.jobs import JobSpec, SamplingParams
 from protocol.keys import (
-    CELERY_PRIORITY_STEPS,
     WORKERS_SET,
-    broker_transport_options,
     events_key,
     job_key,
-    queue_name,
     worker_key,
 )
 from protocol.models import ModelEntry
@@ -39,6 +35,7 @@ from protocol.states import JobStatus
 from protocol.workers import WorkerInfo
 from workers.detok import IncrementalDetokenizer
 from workers.jobstate import ActiveJob
+from workers.requeue import Requeuer
 from workers.resident import ModelSpec, Resident, device_memory
 from workers.sink import JobWrite, RedisSink
 from workers.stops import StopMatcher
@@ -78,21 +75,6 @@ return {'claimed', attempt, seq, redis.call('HGET', job, 'spec')}
 
 
 _NO_SAMPLING = SamplingParams(max_tokens=1)
-
-
-# Put a job's queued message back at the head of its list, with a fresh delivery tag, when
-# it reached a worker that no longer holds its model (an unload won the race). The job stays
-# ``queued``; its ``msg`` field follows the new message (queue positions keep working).
-# KEYS: job, the list. ARGV: the message as delivered, the new message.
-_REQUEUE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
-if redis.call('HGET', KEYS[1], 'msg') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'msg', ARGV[2])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-return 1
-"""
-
-_SEP = str(broker_transport_options()["sep"])
 
 
 class ContextTooLong(ValueError):
@@ -142,7 +124,7 @@ class Runtime:
         self._models: dict[str, Resident] = {}
         self._lock = threading.Lock()
         self._claim = self.redis.register_script(_CLAIM)
-        self._requeue = self.redis.register_script(_REQUEUE)
+        self._requeuer = Requeuer(self.redis)
         self._expired = template(expired_unstarted())
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
@@ -260,6 +242,7 @@ class Runtime:
             self.redis.srem(WORKERS_SET, self.worker_id)
         except redis.RedisError:
             log.warning("could not remove this worker's heartbeat; it expires by itself")
+        self.redis.close()
 
     # ---- heartbeats ----------------------------------------------------------------
 
@@ -320,7 +303,7 @@ class Runtime:
             else:
                 resident.inflight += 1
         if resident is None:
-            return self._give_back(job_id, name)
+            return self._requeuer.give_back(job_id, name)
         try:
             return self._run_on(resident, job_id)
         finally:
@@ -351,22 +334,6 @@ class Runtime:
     def _model_of(self, job_id: str) -> str:
         raw = self.redis.hget(job_key(job_id), "model")
         return raw.decode() if isinstance(raw, bytes) else str(raw or "")
-
-    def _give_back(self, job_id: str, model: str) -> str:
-        """Requeue a job this worker cannot run; it stays ``queued`` for another worker."""
-        raw = self.redis.hget(job_key(job_id), "msg")
-        if raw is None:
-            log.info("job %s for %s not held here and no longer queued", job_id, model)
-            return "skip"
-        envelope = msgspec.json.decode(raw)
-        props = envelope.get("properties", {})
-        props["delivery_tag"] = str(uuid.uuid4())
-        target = _list_of(queue_name(model), int(props.get("priority") or 0))
-        moved = self._requeue(
-            keys=[job_key(job_id), target], args=[raw, msgspec.json.encode(envelope)]
-        )
-        log.info("job %s: model %s not held here; requeued=%s", job_id, model, bool(moved))
-        return "requeued"
 
     def _claim_job(self, job_id: str) -> tuple[str, int, int, bytes | None]:
         args = [self.worker_id, time.time(), self._expired, self.settings.redis.retention_s]
@@ -444,12 +411,6 @@ class Runtime:
 
 def _no_text(ids: Any) -> str:
     return ""
-
-
-def _list_of(queue: str, priority: int) -> str:
-    """The Redis list kombu keeps ``queue``'s messages of ``priority`` in."""
-    step = CELERY_PRIORITY_STEPS[bisect.bisect(CELERY_PRIORITY_STEPS, priority) - 1]
-    return f"{queue}{_SEP}{step}" if step else queue
 
 
 def limit_cpu_threads(wanted: int) -> None:

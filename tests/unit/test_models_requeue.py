@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import msgspec
 import pytest
 import redis
@@ -13,11 +15,13 @@ from workers.runtime import Runtime
 
 
 @pytest.fixture
-def runtime(redis_url: str) -> Runtime:
+def runtime(redis_url: str) -> Iterator[Runtime]:
     settings = Settings(
         redis=RedisSettings(url=redis_url), server=ServerSettings(), worker=WorkerSettings()
     )
-    return Runtime(settings, slots=2)
+    made = Runtime(settings, slots=2)
+    yield made
+    made.redis.close()
 
 
 def _queued(client: redis.Redis, job_id: str, priority: int) -> bytes:

@@ -1,0 +1,59 @@
+"""Give a job back to its queue, unclaimed, when it reached a worker that no longer holds
+its model (an unload finished while kombu had the message in flight).
+
+The job's hash still holds the message the API queued (``msg``, kept while the job is
+``queued``); it goes back at the **head** of its priority list (kombu pops from the right)
+with a fresh delivery tag, and ``msg`` follows it, so queue positions keep working.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import uuid
+
+import msgspec
+import redis
+
+from protocol.keys import CELERY_PRIORITY_STEPS, broker_transport_options, job_key, queue_name
+
+log = logging.getLogger(__name__)
+
+# KEYS: job, the list. ARGV: the message as read, the new message. Returns 1 if moved.
+_REQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+if redis.call('HGET', KEYS[1], 'msg') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'msg', ARGV[2])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 1
+"""
+
+_SEP = str(broker_transport_options()["sep"])
+
+
+class Requeuer:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._script = client.register_script(_REQUEUE)
+
+    def give_back(self, job_id: str, model: str) -> str:
+        """``requeued``, or ``skip`` for a job that is no longer queued (nothing to do)."""
+        raw = self.redis.hget(job_key(job_id), "msg")
+        if raw is None:
+            log.info("job %s for %s not held here and no longer queued", job_id, model)
+            return "skip"
+        envelope = msgspec.json.decode(raw)
+        props = envelope.get("properties", {})
+        props["delivery_tag"] = str(uuid.uuid4())
+        target = list_of(queue_name(model), int(props.get("priority") or 0))
+        moved = self._script(
+            keys=[job_key(job_id), target], args=[raw, msgspec.json.encode(envelope)]
+        )
+        log.info("job %s: model %s not held here; requeued=%s", job_id, model, bool(moved))
+        return "requeued"
+
+
+def list_of(queue: str, priority: int) -> str:
+    """The Redis list kombu keeps ``queue``'s messages of ``priority`` in."""
+    step = CELERY_PRIORITY_STEPS[bisect.bisect(CELERY_PRIORITY_STEPS, priority) - 1]
+    return f"{queue}{_SEP}{step}" if step else queue
