@@ -30,6 +30,7 @@ from api.controllers.models import ModelsController
 from api.controllers.openai import OpenAIController
 from api.controllers.ws import ws_endpoint
 from api.errors import exception_handlers
+from api.logs import RequestContextMiddleware
 from api.metrics import Metrics, MetricsController, MetricsMiddleware
 from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
 from api.security.cors import cors_config
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         middleware=[
             DefineMiddleware(MetricsMiddleware, metrics=metrics),
+            RequestContextMiddleware,
             AuditMiddleware,
             auth_middleware(),
             RateLimitMiddleware(),
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=exception_handlers,
         before_send=[add_request_id],
         after_exception=[after_exception],
+        logging_config=None,  # the process's logging is api.logs's, not Litestar's default
         request_max_body_size=cfg.server.max_body_bytes,
         cors_config=cors_config(cfg.security),
         openapi_config=OpenAPIConfig(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import typing
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -296,6 +296,19 @@ class FlowerSettings(Struct, frozen=True, kw_only=True):
         return f"FlowerSettings(user={self.user!r}, address={self.address!r}, port={self.port})"
 
 
+class LogSettings(Struct, frozen=True, kw_only=True):
+    """Process logs, read from ``UML_LOG_<FIELD>`` (docs/operations.md, "Logs")."""
+
+    format: Annotated[
+        Literal["auto", "json", "text"],
+        Meta(
+            description="json (one object per line, with request and job ids), text, or auto: "
+            "text on a terminal and under `uml dev`, json otherwise."
+        ),
+    ] = "auto"
+    level: Annotated[str, Meta(description="Root log level (DEBUG, INFO, WARNING, ...).")] = "INFO"
+
+
 class Settings(Struct, frozen=True, kw_only=True):
     redis: RedisSettings
     server: ServerSettings
@@ -305,6 +318,7 @@ class Settings(Struct, frozen=True, kw_only=True):
     limits: LimitSettings = msgspec.field(default_factory=LimitSettings)
     batch: BatchSettings = msgspec.field(default_factory=BatchSettings)
     flower: FlowerSettings = msgspec.field(default_factory=FlowerSettings)
+    log: LogSettings = msgspec.field(default_factory=LogSettings)
 
 
 _PREFIXES: dict[type[Struct], str] = {
@@ -316,6 +330,7 @@ _PREFIXES: dict[type[Struct], str] = {
     LimitSettings: "UML_LIMIT_",
     BatchSettings: "UML_BATCH_",
     FlowerSettings: "UML_FLOWER_",
+    LogSettings: "UML_LOG_",
 }
 
 
@@ -351,6 +366,7 @@ def get_settings() -> Settings:
         limits=load(LimitSettings),
         batch=load(BatchSettings),
         flower=load(FlowerSettings),
+        log=load(LogSettings),
     )
 
 

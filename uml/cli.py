@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -102,9 +101,9 @@ def _make_tiny(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from api.logs import configure_logging
+
+    configure_logging(get_settings().log.format, args.loglevel)
     from protocol.models import load_registry
 
     settings = get_settings()

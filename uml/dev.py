@@ -32,6 +32,7 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 def run_dev(data_dir: Path, port: int) -> int:
     data_dir = data_dir.resolve()
     env = dict(os.environ, PYTHONUNBUFFERED="1", UML_PORT=str(port))
+    env.setdefault("UML_LOG_FORMAT", "text")
     redis_server: RedisServer | None = None
     children: list[subprocess.Popen[bytes]] = []
     signal.signal(signal.SIGTERM, _raise_stop)
