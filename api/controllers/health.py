@@ -59,12 +59,11 @@ def unready_reason(
 
 
 def registry_of(state: State) -> tuple[frozenset[str], bool]:
-    """The registered model names and whether load on demand is on.
-
-    No model registry is configured yet: nothing is registered, so readiness asks for
-    one live worker.
-    """
-    return frozenset(), False
+    """The models of the API's registry (``UML_MODELS``) and whether load on demand is on."""
+    res = Resources.of(state)
+    admin = res.models.admin
+    registered = frozenset(admin.registry) if admin is not None else frozenset()
+    return registered, res.settings.models.load_on_demand
 
 
 class HealthController(Controller):

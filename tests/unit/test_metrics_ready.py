@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from litestar.testing import AsyncTestClient
@@ -12,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from api.controllers.health import unready_reason
 from protocol.keys import WORKERS_SET
+from protocol.settings import ModelSettings
 from protocol.workers import ModelState, WorkerInfo
 from tests.unit.test_api_http import error_of, heartbeat, settings
 from uml.redis_server import free_port
@@ -67,3 +70,22 @@ async def test_ready_is_public_in_the_schema(client: AsyncTestClient[Any]) -> No
     schema = (await client.get("/schema/openapi.json")).json()
     assert schema["paths"]["/ready"]["get"]["security"] == [{}]
     assert schema["paths"]["/health"]["get"]["security"] == [{}]
+
+
+@pytest.mark.parametrize("on_demand", [False, True])
+async def test_ready_wants_every_registered_model_unless_loaded_on_demand(
+    redis_url: str, redis: aioredis.Redis, tmp_path: Path, on_demand: bool
+) -> None:
+    registry = tmp_path / "models.toml"
+    registry.write_text('[models.tiny]\npath = "tiny"\n\n[models.big]\npath = "big"\n')
+    models = ModelSettings(models=str(registry), load_on_demand=on_demand)
+    cfg = msgspec.structs.replace(settings(redis_url), models=models)
+    async with AsyncTestClient(create_app(cfg)) as client:
+        await heartbeat(redis, "w1", ("tiny", "ready"))
+        resp = await client.get("/ready")
+        if on_demand:  # the live worker can load `big` when a request asks for it
+            assert resp.status_code == 200, resp.text
+        else:
+            assert error_of(resp, 503)["message"] == "Not ready: No live worker holds `big`"
+        await heartbeat(redis, "w1", ("tiny", "ready"), ("big", "ready"))
+        assert (await client.get("/ready")).status_code == 200
