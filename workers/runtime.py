@@ -106,6 +106,9 @@ class Runtime:
         self.slots = slots
         self.registry = dict(registry or {})
         self.device = device or settings.worker.device
+        """The default device: reported in heartbeats, used for a model whose entry names none."""
+        self._forced_device = device
+        """``--device``: wins over a registry entry's device (one worker process per GPU)."""
         self.engine_name = engine
         self.worker_id = f"w-{uuid.uuid4().hex[:8]}"
         self.host = socket.gethostname()
@@ -156,7 +159,7 @@ class Runtime:
             found,
             self.settings,
             self.slots,
-            device=device or self.device,
+            device=device or self._forced_device,
             engine=self.engine_name,
         )
 

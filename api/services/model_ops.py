@@ -177,11 +177,10 @@ class ModelAdmin:
         entry = ModelEntry(path=req.path, engine=req.engine or "") if req.path else None
         known = entry is not None or req.model in self.registry
         if req.worker is None:
-            holder = next((w for w in workers if w.holds(req.model) is not None), None)
-            if holder is not None:  # already there (or on its way): nothing to send
+            for holder in workers:  # already there (or on its way): nothing to send
                 held = holder.holds(req.model)
-                state = "ready" if held is not None and held.state == "ready" else "loading"
-                return await self._new_op("load", req.model, holder.id, state)
+                if held is not None and held.state != "unloading":
+                    return await self._new_op("load", req.model, holder.id, held.state)
         target = choose_worker(workers, req.model, known, req.worker, req.device)
         if entry is None and req.model not in target.registered:
             entry = self.registry.get(req.model)

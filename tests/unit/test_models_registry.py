@@ -96,3 +96,21 @@ def test_command_line_device_wins_over_the_entry() -> None:
     entry = ModelEntry(path="/m", device="cuda:0")
     spec = ModelSpec.resolve("big", entry, _settings(), slots=4, device="cuda:3")
     assert spec.device == "cuda:3"
+
+
+def test_a_worker_uses_the_entry_device_unless_started_with_one() -> None:
+    from workers.runtime import Runtime
+
+    registry = {"big": ModelEntry(path="/m", device="cuda:1"), "small": ModelEntry(path="/s")}
+    plain = Runtime(_settings(device="cpu"), slots=2, registry=registry)
+    pinned = Runtime(_settings(device="cpu"), slots=2, registry=registry, device="cuda:0")
+    try:
+        assert plain.spec("big").device == "cuda:1"
+        assert plain.spec("small").device == "cpu"
+        assert pinned.spec("big").device == "cuda:0"
+        assert plain.spec("big", device="cuda:2").device == "cuda:2"  # a load request's
+        with pytest.raises(KeyError):
+            plain.spec("unknown")
+    finally:
+        plain.redis.close()
+        pinned.redis.close()
