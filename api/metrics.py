@@ -184,6 +184,8 @@ class Metrics:
                         held[m.name] = held.get(m.name, 0) + 1
                 # a model stays listed after its last worker left: its queue still matters
                 self._models |= held.keys()
+                if res.models.admin is not None:  # registered models, held or not
+                    self._models |= res.models.admin.registry.keys()
                 models = sorted(self._models)
                 async with res.redis.pipeline(transaction=False) as pipe:
                     for model in models:
