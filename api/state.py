@@ -45,13 +45,18 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """Open Redis and the stream relay; close them in reverse order."""
     bootstrap = load_bootstrap(settings.security)
     timeout = settings.redis.socket_timeout_s
-    redis = aioredis.Redis.from_url(
+    # redis-py's default pool refuses the 101st concurrent command ("Too many connections",
+    # a 503 under any burst); a blocking pool makes a burst wait for a connection instead.
+    pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis.url,
+        max_connections=settings.redis.max_connections,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         socket_keepalive=True,
         health_check_interval=30,
     )
+    redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
     relay = Relay(settings.redis.url, block_ms=settings.redis.block_ms, socket_timeout_s=timeout)
     await relay.start()
     keys = KeyStore(redis)

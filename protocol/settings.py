@@ -34,6 +34,14 @@ class RedisSettings(Struct, frozen=True, kw_only=True):
     block_ms: Annotated[
         int, Meta(ge=10, description="BLOCK of the relay's XREAD; stays below the socket timeout.")
     ] = 2000
+    max_connections: Annotated[
+        int,
+        Meta(
+            ge=8,
+            description="Redis connections one API process may hold; a request finding none "
+            "free waits up to the socket timeout for one (then 503).",
+        ),
+    ] = 512
 
 
 class ServerSettings(Struct, frozen=True, kw_only=True):

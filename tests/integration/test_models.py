@@ -1,6 +1,6 @@
 """Model management on a real stack: two workers, two tiny models with different seeds.
 
-The module starts its own Redis, an API and two workers (``alpha`` loaded at start from the
+The module starts its own Redis, two API replicas and two workers (``alpha`` loaded at start from the
 registry by name, the other worker empty), with short heartbeats so that a killed worker
 leaves ``/models`` within seconds.
 """
@@ -69,9 +69,11 @@ def expected(model_dirs: dict[str, Path]) -> dict[str, str]:
 class Models:
     """The module's stack: its API, its two workers and their ids."""
 
-    def __init__(self, stack: Stack, base: str, first: Proc, second: Proc) -> None:
+    def __init__(self, stack: Stack, bases: list[str], first: Proc, second: Proc) -> None:
         self.stack = stack
-        self.base = base
+        self.base = bases[0]
+        self.bases = bases
+        """Two API replicas on the same Redis."""
         self.procs = {"first": first, "second": second}
         self.ids = {name: stack.worker_id(proc) for name, proc in self.procs.items()}
 
@@ -92,8 +94,8 @@ def models(registry: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         first = _start_named(stack, "alpha")
         second = stack.start_idle_worker(slots=16)
-        _, base = stack.start_api()
-        yield Models(stack, base, first, second)
+        bases = [stack.start_api()[1], stack.start_api()[1]]
+        yield Models(stack, bases, first, second)
     finally:
         stack.stop()
         server.stop()
@@ -277,17 +279,18 @@ def _unload_everywhere(http: httpx.Client, name: str) -> None:
 
 
 def _parallel(models: Models, name: str, count: int) -> list[str]:
-    """``count`` greedy completions of ``name`` at once; their texts."""
+    """``count`` greedy completions of ``name`` at once, spread over both replicas."""
     texts: list[str] = []
     lock = threading.Lock()
 
-    def one() -> None:
-        with httpx.Client(base_url=models.base, headers=AUTH, timeout=120) as client:
+    def one(base: str) -> None:
+        with httpx.Client(base_url=base, headers=AUTH, timeout=120) as client:
             text = _complete(client, name)
         with lock:
             texts.append(text)
 
-    threads = [threading.Thread(target=one) for _ in range(count)]
+    bases = models.bases
+    threads = [threading.Thread(target=one, args=(bases[i % 2],)) for i in range(count)]
     for t in threads:
         t.start()
     for t in threads:
@@ -295,7 +298,7 @@ def _parallel(models: Models, name: str, count: int) -> list[str]:
     return texts
 
 
-def test_concurrent_requests_load_a_model_once(
+def test_concurrent_requests_on_two_replicas_load_a_model_once(
     http: httpx.Client, models: Models, expected: dict[str, str]
 ) -> None:
     _unload_everywhere(http, "beta")

@@ -6,6 +6,7 @@ heartbeats the test writes itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from litestar.testing import AsyncTestClient
 from api.app import create_app
 from api.errors import APIError
 from api.services.models import LiveModels
+from api.state import open_resources
 from protocol.keys import AUDIT_STREAM, WORKERS_SET, worker_key
 from protocol.settings import (
     RedisSettings,
@@ -164,3 +166,12 @@ async def test_openapi_and_docs(client: AsyncTestClient[Any]) -> None:
     assert {"model", "messages", "max_tokens", "stream"} <= set(properties)
     docs = await client.get("/docs", follow_redirects=True)
     assert docs.status_code == 200 and "<html" in docs.text
+
+
+async def test_a_burst_beyond_redis_pys_default_pool_waits_instead_of_failing(
+    redis_url: str,
+) -> None:
+    """redis-py's default async pool raises on the 101st concurrent command; ours waits."""
+    async with open_resources(settings(redis_url)) as res:
+        replies = await asyncio.gather(*(res.redis.get(f"nothing-{i}") for i in range(300)))
+    assert replies == [None] * 300
