@@ -1,8 +1,8 @@
 """Model management on a real stack: two workers, two tiny models with different seeds.
 
-The module starts its own Redis, two API replicas and two workers (``alpha`` loaded at start from the
-registry by name, the other worker empty), with short heartbeats so that a killed worker
-leaves ``/models`` within seconds.
+The module starts its own Redis, two API replicas and two workers (``alpha`` loaded at
+start from the registry by name, the other worker empty), with short heartbeats so that a
+killed worker leaves ``/models`` within seconds.
 """
 
 from __future__ import annotations
