@@ -31,9 +31,11 @@ from typing import Any
 
 import anyio
 import msgspec
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api import validation
-from api.errors import APIError, invalid_request
+from api.errors import APIError, invalid_request, unavailable
 from api.relay import RelayUnavailable
 from api.security.limits import rate_limited
 from api.security.middleware import presented_key
@@ -162,8 +164,17 @@ class Session:
             else:
                 self.outbox.put(ws.Pong(ref=msg.ref))
         except APIError as exc:
-            job_id = getattr(msg, "job_id", None)
-            self.outbox.put(_error(exc, ref=ref, job_id=job_id))
+            self.outbox.put(_error(exc, ref=ref, job_id=getattr(msg, "job_id", None)))
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("ws: redis unavailable: %s", exc)
+            down = unavailable("The job store is unavailable; retry shortly")
+            self.outbox.put(_error(down, ref=ref, job_id=getattr(msg, "job_id", None)))
+        except Overflow:
+            raise
+        except Exception:
+            log.exception("ws: unhandled error answering %s", type(msg).__name__)
+            failed = APIError(500, "Internal server error", type="server_error")
+            self.outbox.put(_error(failed, ref=ref, job_id=getattr(msg, "job_id", None)))
 
     async def generate(self, msg: ws.Generate) -> None:
         spec = parse_generate(msg, self.res)

@@ -137,3 +137,40 @@ async def test_a_slow_reader_is_closed_with_the_overload_code() -> None:
         await flood
     assert session.closed
     assert sock.closed is not None and sock.closed[0] == ws.CLOSE_OVERLOADED
+
+
+def _session(store: Any) -> Any:
+    from unittest.mock import MagicMock
+
+    from api.security.limits import Limiter
+    from api.services.ws import Session
+    from api.state import Resources
+    from protocol.auth import ApiKey
+
+    res = MagicMock(spec=Resources)
+    res.limiter = MagicMock(spec=Limiter)
+    res.limiter.policy.return_value = None
+    res.store = store
+    key = ApiKey(id="k1", name="t", scope="user", hash="h", created_at=0.0)
+    return Session(res, key)
+
+
+async def test_store_failures_become_error_frames() -> None:
+    from unittest.mock import AsyncMock, MagicMock
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from api.services.store import JobStore
+
+    store = MagicMock(spec=JobStore)
+    store.cancel = AsyncMock(side_effect=RedisConnectionError("down"))
+    store.read = AsyncMock(side_effect=RuntimeError("bug"))
+    session = _session(store)
+    await session.handle('{"type": "cancel", "job_id": "j1"}')
+    await session.handle('{"type": "subscribe", "job_id": "j2"}')
+    await session.handle('{"type": "ping", "ref": "p"}')
+    frames = [ws.decode_server(session.outbox.queue.get_nowait()) for _ in range(3)]
+    down, bug, pong = frames
+    assert isinstance(down, ws.Error) and (down.status, down.job_id) == (503, "j1")
+    assert isinstance(bug, ws.Error) and bug.status == 500 and "bug" not in bug.error.message
+    assert pong == ws.Pong(ref="p")
