@@ -1,4 +1,5 @@
 """``uml dev``: Redis (when REDIS_URL is unset), the tiny model, one worker and the API.
+Flower joins them when its credentials are set (``UML_FLOWER_*``, docs/operations.md).
 
 Everything runs in the foreground as children of this process; Ctrl-C or SIGTERM stops
 every child, and nothing is left running. Unless ``UML_ADMIN_KEY`` or ``UML_ADMIN_KEY_FILE``
@@ -8,6 +9,7 @@ reads it through ``UML_ADMIN_KEY_FILE`` and the banner prints it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -46,6 +48,7 @@ def run_dev(data_dir: Path, port: int) -> int:
             _uml(["models", "make-tiny", str(model_dir)], env).check_returncode()
         children.append(_spawn(["worker", "--model", f"tiny={model_dir}"], env))
         children.append(_spawn(["serve", "--port", str(port)], env))
+        flower = _flower(env, children)
         base = f"http://127.0.0.1:{port}"
         _wait_ready(f"{base}/health", children)
         print(
@@ -54,6 +57,7 @@ def run_dev(data_dir: Path, port: int) -> int:
             f"  docs      {base}/docs\n"
             f"  OpenAPI   {base}/schema/openapi.json\n"
             f"  Redis     {env['REDIS_URL']}\n"
+            f"  Flower    {flower}\n"
             f"  admin key {admin_key}\n"
             f"            (export UML_API_KEY=... and send `Authorization: Bearer $UML_API_KEY`)\n"
             f"Press Ctrl-C to stop.\n",
@@ -82,6 +86,17 @@ def _admin_key(data_dir: Path, env: dict[str, str]) -> str:
                 out.write(new_bootstrap_secret() + "\n")
         env["UML_ADMIN_KEY_FILE"] = str(path)
     return path.read_text().strip()
+
+
+def _flower(env: dict[str, str], children: list[subprocess.Popen[bytes]]) -> str:
+    """Start Flower when its credentials are set (``UML_FLOWER_*``); say where, or why not."""
+    if importlib.util.find_spec("flower") is None:
+        return "off (pip install flower)"
+    user_and_password = env.get("UML_FLOWER_USER") and env.get("UML_FLOWER_PASSWORD")
+    if not (env.get("UML_FLOWER_BASIC_AUTH") or user_and_password):
+        return "off (set UML_FLOWER_BASIC_AUTH=user:password to run it)"
+    children.append(_spawn(["flower"], env))
+    return f"http://127.0.0.1:{env.get('UML_FLOWER_PORT', '5555')}  (basic auth)"
 
 
 def _uml(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
