@@ -95,11 +95,16 @@ class Loader:
             return
         self._record(cmd.op_id, "loading")
         try:
-            self.runtime.load(spec)
+            resident = self.runtime.load(spec)
         except ModelBusy as exc:
             self._record(cmd.op_id, "failed", error=str(exc))
             return
-        self.consume(queue_name(cmd.model))
+        try:
+            self.consume(queue_name(cmd.model))
+        except Exception:  # loaded but not consumed: take it back rather than show it ready
+            self.runtime.begin_unload(cmd.model)
+            self.runtime.finish_unload(resident)
+            raise
         self._record(cmd.op_id, "ready")
 
     def _unload(self, cmd: UnloadCommand) -> None:

@@ -129,6 +129,7 @@ class Runtime:
         self._claim = self.redis.register_script(_CLAIM)
         self._requeuer = Requeuer(self.redis)
         self._expired = template(expired_unstarted())
+        self._cpu_ready = False
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._beat_loop, name="uml-heartbeat", daemon=True
@@ -165,23 +166,31 @@ class Runtime:
 
     def load(self, spec: ModelSpec) -> Resident:
         """Load ``spec`` (blocking: the loader thread or startup); its queue is not consumed
-        yet. A model already held raises :class:`ModelBusy` unless it is ready."""
-        resident = Resident.build(spec, self.sink)  # may import an engine: not under the lock
+        yet. A model already held is answered if ready, else :class:`ModelBusy`."""
         with self._lock:
             held = self._models.get(spec.name)
-            if held is not None:
-                if held.state == "ready":
-                    return held
-                raise ModelBusy(f"model {spec.name} is {held.state} on this worker")
-            self._models[spec.name] = resident
-        self._beat_quietly()
+        if held is None:
+            self._prepare_device(spec.device)
+            built = Resident.build(spec, self.sink)  # may import an engine: not locked
+            with self._lock:
+                held = self._models.setdefault(spec.name, built)
+            if held is built:
+                return self._load_new(built)
+            built.free()
+        if held.state == "ready":
+            return held
+        raise ModelBusy(f"model {spec.name} is {held.state} on this worker")
+
+    def _load_new(self, resident: Resident) -> Resident:
+        spec = resident.spec
+        self._beat_quietly()  # shows it loading
         started = time.monotonic()
         try:
             resident.load()
         except BaseException:
             with self._lock:
                 self._models.pop(spec.name, None)
-            resident.engine.unload()
+            resident.free()
             gc.collect()
             self._beat_quietly()
             raise
@@ -221,6 +230,11 @@ class Runtime:
         self._beat_quietly()
         log.info("unloaded %s", resident.spec.name)
 
+    def _prepare_device(self, device: str) -> None:
+        if not device.startswith("cuda") and not self._cpu_ready:
+            limit_cpu_threads(self.settings.worker.cpu_threads)
+            self._cpu_ready = True
+
     def held(self) -> list[str]:
         with self._lock:
             return list(self._models)
@@ -229,8 +243,7 @@ class Runtime:
         # The engine thread holds the GIL between short torch ops; a thread that wants it
         # back (Celery's consumer, task threads) waits up to the switch interval each time.
         sys.setswitchinterval(self.settings.worker.switch_interval_ms / 1000)
-        if not self.device.startswith("cuda"):
-            limit_cpu_threads(self.settings.worker.cpu_threads)
+        self._prepare_device(self.device)  # imports torch now, not in the first load
         self.beat()
         self._heartbeat.start()
 

@@ -328,3 +328,17 @@ def test_unloading_one_of_two_holders_loses_no_job(
     runner.join(150)
     assert results == [[expected["alpha"]] * 16]
     assert _placements(http, "alpha") == [models.ids["second"]]
+
+
+def test_a_failed_load_is_reported_and_the_worker_keeps_serving(
+    http: httpx.Client, models: Models, expected: dict[str, str]
+) -> None:
+    body = {"model": "broken", "path": "/nonexistent/model", "worker": models.ids["second"]}
+    response = http.post("/load_model", params={"wait": "true"}, json=body)
+    assert response.status_code == 200, response.text
+    op = response.json()["data"][0]
+    assert op["state"] == "failed" and op["error"], op
+    assert _op(http, op["id"])["state"] == "failed"
+    broken = [m for m in _overview(http)["models"] if m["name"] == "broken"]
+    assert not broken or broken[0]["workers"] == []
+    assert _complete(http, "alpha") == expected["alpha"]
