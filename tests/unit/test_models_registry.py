@@ -114,3 +114,8 @@ def test_a_worker_uses_the_entry_device_unless_started_with_one() -> None:
     finally:
         plain.redis.close()
         pinned.redis.close()
+
+
+def test_hub_style_names_with_a_slash_are_allowed() -> None:
+    registry = parse_registry('[models."org/model-7b"]\npath = "/m"\n')
+    assert list(registry) == ["org/model-7b"]
