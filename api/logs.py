@@ -113,14 +113,21 @@ def job_context(job_id: str) -> Iterator[None]:
 
 
 class RequestContextMiddleware:
-    """Puts the request id in :data:`REQUEST_ID` for everything the request runs."""
+    """Puts the request id in :data:`REQUEST_ID` for everything the request runs; a job id a
+    handler sets (:func:`note_job`) lasts until the request ends."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        token = REQUEST_ID.set(request_id(scope))
+        token, job_token = REQUEST_ID.set(request_id(scope)), JOB_ID.set(None)
         try:
             await self.app(scope, receive, send)
         finally:
+            JOB_ID.reset(job_token)
             REQUEST_ID.reset(token)
+
+
+def note_job(job_id: str) -> None:
+    """From here to the end of the request, log lines carry ``job_id``."""
+    JOB_ID.set(job_id)

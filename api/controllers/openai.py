@@ -10,7 +10,7 @@ from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.response import Stream
 
-from api import render, validation
+from api import logs, render, validation
 from api.metrics import Metrics, arrived_at
 from api.openapi import ERRORS, ChatOperation, CompletionOperation
 from api.security import audit
@@ -84,6 +84,7 @@ async def _run(
         if policy is not None and stream_slot is not None:
             await res.limiter.close_stream(policy, stream_slot)
         raise
+    logs.note_job(job_id)
     created = int(time.time())
     headers = {JOB_HEADER: job_id}
     if req.stream:
