@@ -104,7 +104,9 @@ async def submit(
             param="Idempotency-Key",
             code="idempotency_key_reused",
         ) from None
-    return await get(store, owner, submitted.job_id), submitted.replayed
+    if submitted.replayed:  # the job may have moved on since: read it
+        return await get(store, owner, submitted.job_id), True
+    return to_job(record, submitted.position), False
 
 
 async def snapshot(store: JobStore, owner: str, job_id: str) -> Snapshot:

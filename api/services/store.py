@@ -54,8 +54,12 @@ if idem ~= '' then
     if redis.call('EXISTS', ARGV[9] .. id) == 1 then return {'replay', id} end
   end
 end
-local queued = 0
-for i = 4, #KEYS do queued = queued + redis.call('LLEN', KEYS[i]) end
+local queued, ahead, target = 0, 0, tonumber(ARGV[3])
+for i = 4, #KEYS do
+  local n = redis.call('LLEN', KEYS[i])
+  queued = queued + n
+  if i - 3 <= target then ahead = ahead + n end
+end
 if queued >= tonumber(ARGV[2]) then return {'full', tostring(queued)} end
 local retention = tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'msg', ARGV[4], unpack(ARGV, 10))
@@ -65,7 +69,7 @@ redis.call('ZADD', KEYS[2], 0, ARGV[5])
 redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[8])
 redis.call('EXPIRE', KEYS[2], retention)
 if idem ~= '' then redis.call('SET', idem, ARGV[5] .. ' ' .. ARGV[6], 'EX', ARGV[7]) end
-return {'queued', ARGV[5]}
+return {'queued', ARGV[5], ahead}
 """
 
 _EXPIRE_IF_DUE = """
@@ -155,6 +159,8 @@ class Submitted:
     job_id: str
     replayed: bool = False
     """True when an ``Idempotency-Key`` named an existing job with the same body."""
+    position: int | None = None
+    """A new job's queue position (jobs ahead of it on its model) when it was pushed."""
 
 
 @dataclass(frozen=True)
@@ -224,13 +230,15 @@ class JobStore:
             *fields,
         ]
         keys = [job_key(job_id), jobs_index_key(owner), idem_key, *lists]
-        outcome, value = await self._submit(keys=keys, args=args)
-        outcome, value = outcome.decode(), value.decode()
+        reply = await self._submit(keys=keys, args=args)
+        outcome, value = reply[0].decode(), reply[1].decode()
         if outcome == "full":
             raise QueueFull(int(value))
         if outcome == "conflict":
             raise IdempotencyConflict(value)
-        return Submitted(value, replayed=outcome == "replay")
+        if outcome == "replay":
+            return Submitted(value, replayed=True)
+        return Submitted(value, position=int(reply[2]))
 
     async def read(self, job_id: str, owner: str) -> Snapshot | None:
         """The job as its owner sees it (expiring it first if its deadline passed)."""
