@@ -122,6 +122,8 @@ class JobsController(Controller):
             job_id,
             _resume_after(request, after),
             res.settings.server.sse_ping_s,
+            res.limiter,
+            res.limiter.policy(request.user),
         )
         return Stream(
             body,

@@ -328,13 +328,18 @@ class Limiter:
                 pass
 
     async def metered(
-        self, events: AsyncIterator[Event | None], policy: Policy | None, token: str | None
+        self,
+        events: AsyncIterator[Event | None],
+        policy: Policy | None,
+        token: str | None,
+        charge: bool = True,
     ) -> AsyncIterator[Event | None]:
-        """``events``, renewing the stream's lease, charging its usage, freeing its slot."""
+        """``events``, renewing the stream's lease, charging its usage (unless ``charge`` is
+        false: a follower of a background job's log does not pay for it), freeing its slot."""
         renewed = time.monotonic()
         try:
             async for event in events:
-                if isinstance(event, DoneEvent):
+                if charge and isinstance(event, DoneEvent):
                     await self.charge(policy, event.usage.total_tokens)
                 if policy is not None and token is not None:
                     if (time.monotonic() - renewed) * 3000 > policy.lease_ms:

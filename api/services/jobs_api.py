@@ -17,6 +17,7 @@ import msgspec
 from api.errors import APIError
 from api.relay import Relay, RelayUnavailable
 from api.render import PING
+from api.security.limits import Limiter, Policy
 from api.services.jobs import queue_full
 from api.services.store import IdempotencyConflict, JobStore, QueueFull, Snapshot, view_status
 from protocol.events import Event, encode_event, is_final
@@ -156,22 +157,32 @@ async def _await_final(relay: Relay, job_id: str, after_seq: int) -> None:
 
 
 async def event_stream(
-    store: JobStore, relay: Relay, owner: str, job_id: str, after: int, ping_s: float
+    store: JobStore,
+    relay: Relay,
+    owner: str,
+    job_id: str,
+    after: int,
+    ping_s: float,
+    limiter: Limiter,
+    policy: Policy | None,
 ) -> AsyncIterator[bytes]:
     """The SSE bytes of the job's log after ``after``: ``id: {seq}`` + ``data: {json}`` per
     event, a comment ping each idle ``ping_s``; it ends with the log's final event.
 
-    Checks ownership before the first byte (a 404 is still possible then). Leaving the
-    stream never cancels the job.
+    Checks ownership, then takes one of the key's stream slots (429 past
+    ``max_streams``), before the first byte. Leaving the stream never cancels the job.
     """
     snap = await snapshot(store, owner, job_id)
     if snap.record.status in TERMINAL and after >= snap.last_seq:
         return _empty()
+    slot = await limiter.open_stream(policy)
     try:
         sub = await relay.subscribe(job_id, after)
     except RelayUnavailable as exc:
+        if policy is not None and slot is not None:
+            await limiter.close_stream(policy, slot)
         raise APIError(503, str(exc), type="service_unavailable") from exc
-    return _render(sub.events(ping_s))
+    return _render(limiter.metered(sub.events(ping_s), policy, slot, charge=False))
 
 
 async def _empty() -> AsyncIterator[bytes]:

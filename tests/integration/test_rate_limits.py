@@ -143,3 +143,33 @@ def test_concurrent_streams_are_capped_per_key(
             return resp.status_code == 200
 
     wait_for(admitted, 10, "a stream slot to free up after the clients left", interval=0.2)
+
+
+def test_job_event_streams_take_stream_slots(
+    clients: list[httpx.Client], parked_model: str
+) -> None:
+    """A follower of a background job's log holds one of its key's stream slots while open."""
+    a, b = clients
+    key = new_key(a)
+    job = {"type": "chat", "body": {**chat(max_tokens=8), "model": parked_model}}
+    made = a.post("/v1/jobs", json=job, headers=key)
+    assert made.status_code == 202, made.text
+    events = f"/v1/jobs/{made.json()['id']}/events"
+    opened = []
+    try:
+        for i in range(STREAM_CAP):
+            ctx = (a, b)[i % 2].stream("GET", events, headers=key)
+            assert ctx.__enter__().status_code == 200
+            opened.append(ctx)
+        refused = b.get(events, headers=key)
+        assert refused.status_code == 429, refused.text
+        assert "streams" in refused.json()["error"]["message"]
+    finally:
+        for ctx in opened:
+            ctx.__exit__(None, None, None)
+
+    def admitted() -> bool:
+        with a.stream("GET", events, headers=key) as resp:
+            return resp.status_code == 200
+
+    wait_for(admitted, 10, "a stream slot to free up after the followers left", interval=0.2)
