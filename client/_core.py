@@ -310,15 +310,10 @@ class JobCursor:
         self.failures = 0
         self.reconnects = 0
 
-    def call(self, ping_timeout: float | None = None) -> Call:
+    def call(self) -> Call:
+        """The request that resumes after the last seq seen (``Last-Event-ID``)."""
         headers = {"Last-Event-ID": str(self.last_seq)} if self.last_seq else {}
-        return Call(
-            "GET",
-            f"/v1/jobs/{self.job_id}/events",
-            headers=headers,
-            stream=True,
-            timeout=ping_timeout,
-        )
+        return Call("GET", f"/v1/jobs/{self.job_id}/events", headers=headers, stream=True)
 
     def accept(self, sse: SSE) -> Event | None:
         """The event of ``sse``, or None for a duplicate or a non-event; errors raise."""

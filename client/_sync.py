@@ -275,7 +275,9 @@ class SyncUniversalClient:
             time.sleep(delay)
 
     def wait_job(self, job_id: str, *, timeout: float | None = None) -> Job:
-        """Follow the job to its end (by its event stream) and return it, terminal."""
+        """Follow the job to its end (by its event stream) and return it, terminal.
+
+        ``timeout`` is checked at each event (the async twin bounds the whole wait)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             with self.stream_job(job_id) as events:

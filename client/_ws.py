@@ -74,11 +74,11 @@ class Router:
         return f"r{next(self._refs)}"
 
     def route(self, msg: ServerMessage) -> None:
-        if isinstance(msg, JobAccepted | Pong) or (isinstance(msg, Error) and msg.seq is None):
-            if msg.ref is not None:
-                self.answers[msg.ref] = msg
-            return
-        if msg.job_id is not None:
+        """A reply to a ``ref`` goes to its caller; anything else naming a job (a refused
+        ``subscribe`` or ``cancel`` too) to that job's queue."""
+        if isinstance(msg, JobAccepted | Pong | Error) and msg.ref is not None:
+            self.answers[msg.ref] = msg
+        elif isinstance(msg, Token | Done | Error) and msg.job_id is not None:
             self.jobs.setdefault(msg.job_id, deque()).append(msg)
 
     def answer(self, ref: str) -> JobAccepted | Pong | None:

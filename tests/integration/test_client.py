@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import openai
 import pytest
 
 from client.universal_client import (
@@ -162,6 +163,36 @@ async def test_openai_compatible_async(api_url: str) -> None:
             assert "".join([c.choices[0].text async for c in chunks if c.choices]) == (
                 text.choices[0].text
             )
+
+
+async def test_official_openai_sdk_async(api_url: str) -> None:
+    """The async SDK, streamed and not (test_spine covers the sync SDK's chat)."""
+    async with openai.AsyncOpenAI(base_url=f"{api_url}/v1", api_key=ADMIN_KEY) as sdk:
+        reply = await sdk.chat.completions.create(
+            model=MODEL,
+            messages=HI,
+            max_tokens=8,
+            temperature=0,  # type: ignore[arg-type]
+        )
+        stream = await sdk.chat.completions.create(
+            model=MODEL,
+            messages=HI,  # type: ignore[arg-type]
+            max_tokens=8,
+            temperature=0,
+            stream=True,
+        )
+        pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        assert "".join(pieces) == reply.choices[0].message.content
+        whole = await sdk.completions.create(model=MODEL, prompt="x", max_tokens=6, seed=4)
+        chunks = await sdk.completions.create(
+            model=MODEL, prompt="x", max_tokens=6, seed=4, stream=True
+        )
+        assert "".join([c.choices[0].text async for c in chunks]) == whole.choices[0].text
+    with openai.OpenAI(base_url=f"{api_url}/v1", api_key=ADMIN_KEY) as sync_sdk:
+        streamed = sync_sdk.completions.create(
+            model=MODEL, prompt="x", max_tokens=6, seed=4, stream=True
+        )
+        assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
 
 
 def test_openai_compatible_sync(api_url: str) -> None:

@@ -142,3 +142,21 @@ def test_sync_websocket(api_url: str) -> None:
         text_a, done_a = sock.text(a, timeout=60)
         assert client.get_job(a).text == text_a and client.get_job(b).text == text_b
         assert done_a.finish_reason == done_b.finish_reason == "length"
+
+
+async def test_another_keys_job_is_not_found(api_url: str) -> None:
+    with httpx.Client(base_url=api_url, headers={"X-API-Key": ADMIN_KEY}) as http:
+        made = http.post("/admin/keys", json={"name": "ws-other"}).json()
+    user_key = made["key"]
+    async with UniversalClient(api_url, ADMIN_KEY) as admin:
+        job = await admin.submit_job(MODEL, prompt="mine", max_tokens=4)
+        async with UniversalClient(api_url, user_key) as user, user.websocket() as sock:
+            await sock.subscribe(job.id)
+            with pytest.raises(NotFoundError):
+                await anext(aiter(sock.events(job.id, timeout=30)))
+            await sock.cancel(job.id)
+            with pytest.raises(NotFoundError):
+                await anext(aiter(sock.events(job.id, timeout=30)))
+            own = await sock.generate(MODEL, prompt="user job", max_tokens=4)
+            text, done = await sock.text(own, timeout=60)
+        assert (await admin.wait_job(job.id)).status is JobStatus.SUCCEEDED

@@ -47,6 +47,9 @@ def test_router_files_messages_per_job_and_ref() -> None:
     router.route(refused)
     with pytest.raises(NotFoundError):
         router.answer("r9")
+    router.route(ws.Error(job_id="c", status=404, error=ErrorInfo(message="no", type="x")))
+    with pytest.raises(NotFoundError):  # a refused subscribe reaches that job's reader
+        router.event("c")
     router.closed = WebSocketClosedError(4008, "overflow")
     with pytest.raises(WebSocketClosedError):
         router.event("a")
