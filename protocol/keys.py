@@ -10,6 +10,13 @@ TASK_GENERATE = "uml.generate"
 WORKERS_SET = f"{PREFIX}:workers"
 """A set of worker ids that have sent a heartbeat; stale members are pruned by readers."""
 
+LEASES = f"{PREFIX}:leases"
+"""Running jobs' leases: a sorted set of job ids scored by lease expiry (Unix ms), set when
+a worker claims a job, renewed with its heartbeats, removed when the job ends."""
+
+REAPER_LOCK = f"{PREFIX}:reaper"
+"""Held (with a TTL) by the one worker whose reaper pass is running."""
+
 CONTROL_LOAD = "uml_load_model"
 """The Celery remote-control command that makes one worker load a model."""
 CONTROL_UNLOAD = "uml_unload_model"

@@ -121,6 +121,22 @@ class WorkerSettings(Struct, frozen=True, kw_only=True):
             description="Torch threads of a CPU engine; 0 leaves one core for the API and Redis.",
         ),
     ] = 0
+    lease_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="A running job's lease, renewed with every heartbeat; a job whose lease "
+            "lapsed (its worker died) is re-queued by the reaper and resumes elsewhere.",
+        ),
+    ] = 15.0
+    max_attempts: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Attempts a job gets; one whose worker died this many times fails "
+            "with code worker_lost.",
+        ),
+    ] = 3
 
 
 class ModelSettings(Struct, frozen=True, kw_only=True):

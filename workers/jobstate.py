@@ -31,6 +31,8 @@ class ActiveJob:
     stops: StopMatcher
     seq: int = 0
     """The last sequence number used in this job's event log."""
+    forced_ids: list[int] = field(default_factory=list)
+    """A resumed attempt's already-emitted tokens, fed to the engine as a forced prefix."""
     tokens: int = 0
     pending_tokens: int = 0
     """Tokens generated whose text has not been emitted yet (held by detokenizer/stops)."""

@@ -21,10 +21,19 @@ from typing import Any
 import msgspec
 import redis
 
-from protocol.events import FINALIZE_LUA, expired_unstarted, template
+from protocol.events import (
+    FINALIZE_LUA,
+    TokenEvent,
+    decode_event,
+    expired_unstarted,
+    template,
+)
 from protocol.jobs import JobSpec, SamplingParams
 from protocol.keys import (
+    EVENT_FIELD,
+    LEASES,
     WORKERS_SET,
+    entry_id,
     events_key,
     job_key,
     worker_key,
@@ -35,6 +44,7 @@ from protocol.states import JobStatus
 from protocol.workers import WorkerInfo
 from workers.detok import IncrementalDetokenizer
 from workers.jobstate import ActiveJob
+from workers.reaper import Reaper
 from workers.requeue import Requeuer
 from workers.resident import ModelSpec, Resident, device_memory
 from workers.sink import JobWrite, RedisSink
@@ -44,7 +54,9 @@ log = logging.getLogger(__name__)
 
 # Claim a job atomically: only a queued job (not cancelled, deadline not passed) becomes
 # running, once. A job past its deadline is expired here, with its final event.
-# KEYS: job, events. ARGV: worker id, now, expired event template, retention.
+# KEYS: job, events, leases. ARGV: worker id, now, expired event template, retention,
+# lease ms, job id. The claimed message moves from ``msg`` to ``task`` (the reaper re-sends
+# it if this worker dies) and the job's lease starts (Redis time).
 # Returns {outcome, attempt, last_seq, spec}.
 _CLAIM = (
     FINALIZE_LUA
@@ -68,7 +80,12 @@ if deadline and tonumber(deadline) <= tonumber(ARGV[2]) then
 end
 local attempt = redis.call('HINCRBY', job, 'attempt', 1)
 redis.call('HSET', job, 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
+local msg = redis.call('HGET', job, 'msg')
+if msg then redis.call('HSET', job, 'task', msg) end
 redis.call('HDEL', job, 'msg')
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[5]), ARGV[6])
 return {'claimed', attempt, seq, redis.call('HGET', job, 'spec')}
 """
 )
@@ -128,6 +145,12 @@ class Runtime:
         self._lock = threading.Lock()
         self._claim = self.redis.register_script(_CLAIM)
         self._requeuer = Requeuer(self.redis)
+        worker = settings.worker
+        self.reaper = Reaper(
+            self.redis, worker.lease_s, worker.max_attempts, settings.redis.retention_s
+        )
+        self._running: set[str] = set()
+        """Ids of the jobs this worker has claimed and not finished: their leases renew."""
         self._expired = template(expired_unstarted())
         self._cpu_ready = False
         self._stop = threading.Event()
@@ -296,6 +319,10 @@ class Runtime:
             return  # not started: models loaded at startup show once the worker runs
         try:
             self.beat()
+            with self._lock:
+                running = list(self._running)
+            self.reaper.renew(running)
+            self.reaper.reap(self.worker_id)
         except redis.RedisError as exc:
             log.warning("heartbeat failed: %s", exc)
 
@@ -333,9 +360,22 @@ class Runtime:
             if outcome == "cancelled":
                 self._record_unstarted_cancel(job_id, last_seq)
             return outcome
+        with self._lock:
+            self._running.add(job_id)
+        try:
+            return self._run_claimed(resident, job_id, attempt, last_seq, raw_spec)
+        finally:
+            with self._lock:
+                self._running.discard(job_id)
+
+    def _run_claimed(
+        self, resident: Resident, job_id: str, attempt: int, last_seq: int, raw_spec: bytes | None
+    ) -> str:
         try:
             spec = msgspec.json.decode(raw_spec or b"null", type=JobSpec)
             job = self._prepare(resident, job_id, spec, attempt)
+            if attempt > 1 and last_seq:
+                self._resume(resident, job, last_seq)
         except ContextTooLong as exc:
             self._fail_unstarted(job_id, attempt, last_seq, str(exc), exc.param, exc.code)
             return JobStatus.FAILED.value
@@ -351,9 +391,39 @@ class Runtime:
         raw = self.redis.hget(job_key(job_id), "model")
         return raw.decode() if isinstance(raw, bytes) else str(raw or "")
 
+    def _resume(self, resident: Resident, job: ActiveJob, last_seq: int) -> None:
+        """Continue an earlier attempt: its emitted text is the forced prefix of this one.
+
+        The log up to ``last_seq`` holds what subscribers have; the new attempt numbers its
+        events after it and feeds that text back to the engine, so the stream goes on with
+        no gap and no duplicate (seeded sampling cannot replay the lost RNG state).
+        """
+        text, tokens = resume_state(self.redis, job.job_id, last_seq)
+        if not text:
+            return
+        engine = resident.engine
+        ids = engine.encode(text)
+        bos = engine.encode("")
+        if bos and ids[: len(bos)] == bos:
+            ids = ids[len(bos) :]
+        job.forced_ids = ids
+        job.text_parts.append(text)
+        job.tokens = tokens
+        job.first_token_at = time.time()  # keeps the first attempt's first_token_at
+        log.info("job %s: attempt %d resumes after %d tokens", job.job_id, job.attempt, tokens)
+
     def _claim_job(self, job_id: str) -> tuple[str, int, int, bytes | None]:
-        args = [self.worker_id, time.time(), self._expired, self.settings.redis.retention_s]
-        result: list[Any] = self._claim(keys=[job_key(job_id), events_key(job_id)], args=args)
+        lease_ms = int(self.settings.worker.lease_s * 1000)
+        args = [
+            self.worker_id,
+            time.time(),
+            self._expired,
+            self.settings.redis.retention_s,
+            lease_ms,
+            job_id,
+        ]
+        keys = [job_key(job_id), events_key(job_id), LEASES]
+        result: list[Any] = self._claim(keys=keys, args=args)
         outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
         return outcome, int(result[1]), int(result[2]), result[3] or None
 
@@ -422,11 +492,23 @@ class Runtime:
 
     def _write_final(self, job: ActiveJob) -> None:
         events, fields = job.take_writes()
-        self.sink.flush([JobWrite(job.job_id, events, fields, final=True)], [])
+        self.sink.flush([JobWrite(job.job_id, events, fields, final=True, attempt=job.attempt)], [])
 
 
 def _no_text(ids: Any) -> str:
     return ""
+
+
+def resume_state(client: redis.Redis, job_id: str, last_seq: int) -> tuple[str, int]:
+    """The text and token count the job's log holds up to ``last_seq``."""
+    parts: list[str] = []
+    tokens = 0
+    for _, fields in client.xrange(events_key(job_id), "-", entry_id(last_seq)):
+        event = decode_event(fields[EVENT_FIELD.encode()])
+        if isinstance(event, TokenEvent):
+            parts.append(event.text)
+            tokens += event.tokens
+    return "".join(parts), tokens
 
 
 def limit_cpu_threads(wanted: int) -> None:

@@ -82,7 +82,12 @@ class Scheduler:
         self._jobs[job.job_id] = job
         job.start()
         self._engine.enqueue(
-            EngineJob(job_id=job.job_id, prompt_ids=job.prompt_ids, sampling=job.spec.sampling)
+            EngineJob(
+                job_id=job.job_id,
+                prompt_ids=job.prompt_ids,
+                sampling=job.spec.sampling,
+                forced_ids=job.forced_ids,
+            )
         )
 
     def _apply(self, output: StepOutput) -> None:
@@ -102,7 +107,9 @@ class Scheduler:
         for job in list(self._jobs.values()):
             events, fields = job.take_writes()
             if events or fields:
-                writes.append(JobWrite(job.job_id, events, fields, final=job.finished))
+                writes.append(
+                    JobWrite(job.job_id, events, fields, final=job.finished, attempt=job.attempt)
+                )
             if job.finished:
                 done.append(self._jobs.pop(job.job_id).done)
         watch = list(self._jobs)

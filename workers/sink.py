@@ -24,34 +24,40 @@ import redis
 
 from protocol.events import Event, encode_event
 from protocol.jobs import to_hash
-from protocol.keys import EVENT_FIELD, entry_id, events_key, job_key
+from protocol.keys import EVENT_FIELD, LEASES, entry_id, events_key, job_key
 
 log = logging.getLogger(__name__)
 
-# KEYS: job key and events key of each job, in pairs. ARGV[1]: retention seconds;
-# ARGV[2]: {"w": [[job index, [[entry id, event json], ...], [field, value, ...], final]],
-#           "c": [job index, ...]} (1-based indexes into the KEYS pairs);
-# ARGV[3]: the event field name.
-# Returns {cancelled job indexes, error messages}.
+# KEYS: job key and events key of each job, in pairs, then the leases set. ARGV[1]:
+# retention seconds; ARGV[2]: {"w": [[job index, [[entry id, event json], ...],
+# [field, value, ...], final, attempt, job id]], "c": [job index, ...]} (1-based indexes
+# into the KEYS pairs); ARGV[3]: the event field name.
+# A write whose attempt (when > 0) is no longer the job's is fenced: skipped, and reported
+# with the cancelled ones so its (stale) worker drops the job.
+# Returns {cancelled or fenced job indexes, error messages}.
 _FLUSH = """
 local retention = tonumber(ARGV[1])
 local plan = cjson.decode(ARGV[2])
-local errors = {}
+local errors, cancelled = {}, {}
 for _, w in ipairs(plan.w) do
   local jk, ek = KEYS[2 * w[1] - 1], KEYS[2 * w[1]]
-  for _, ev in ipairs(w[2]) do
-    local ok = redis.pcall('XADD', ek, ev[1], ARGV[3], ev[2])
-    if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller') then
-      table.insert(errors, ok.err)
+  if w[5] > 0 and redis.call('HGET', jk, 'attempt') ~= tostring(w[5]) then
+    table.insert(cancelled, w[1])
+  else
+    for _, ev in ipairs(w[2]) do
+      local ok = redis.pcall('XADD', ek, ev[1], ARGV[3], ev[2])
+      if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller') then
+        table.insert(errors, ok.err)
+      end
+    end
+    if #w[3] > 0 then redis.call('HSET', jk, unpack(w[3])) end
+    if w[4] then
+      redis.call('EXPIRE', jk, retention)
+      redis.call('EXPIRE', ek, retention)
+      redis.call('ZREM', KEYS[#KEYS], w[6])
     end
   end
-  if #w[3] > 0 then redis.call('HSET', jk, unpack(w[3])) end
-  if w[4] then
-    redis.call('EXPIRE', jk, retention)
-    redis.call('EXPIRE', ek, retention)
-  end
 end
-local cancelled = {}
 for _, i in ipairs(plan.c) do
   if redis.call('HGET', KEYS[2 * i - 1], 'cancel') == '1' then table.insert(cancelled, i) end
 end
@@ -67,6 +73,8 @@ class JobWrite:
     events: list[Event]
     fields: dict[str, Any]
     final: bool = False
+    attempt: int = 0
+    """The claim this write belongs to; 0 writes unconditionally (a job never started)."""
 
 
 class RedisSink:
@@ -81,9 +89,10 @@ class RedisSink:
         Retries on connection errors with capped backoff until Redis answers: the
         scheduler stalls rather than losing a token.
         """
-        keys, args, ids = self._plan(writes, list(watch))
-        if not keys:
+        watching = list(watch)
+        if not writes and not watching:
             return set()
+        keys, args, ids = self._plan(writes, watching)
         delay = 0.05
         while True:
             try:
@@ -115,8 +124,11 @@ class RedisSink:
         for write in writes:
             events = [[entry_id(e.seq), encode_event(e).decode()] for e in write.events]
             fields = [item for pair in to_hash(write.fields).items() for item in pair]
-            plan_writes.append([slot(write.job_id), events, fields, write.final])
+            plan_writes.append(
+                [slot(write.job_id), events, fields, write.final, write.attempt, write.job_id]
+            )
         plan = {"w": plan_writes, "c": [slot(job_id) for job_id in watch]}
+        keys.append(LEASES)
         return keys, [self._retention_s, _encoder.encode(plan), EVENT_FIELD], ids
 
 

@@ -35,9 +35,13 @@ def aof_redis(redis_dir: Path) -> Iterator[list[RedisServer]]:
     servers[-1].stop()
 
 
+FAST_RECOVERY = {"UML_WORKER_LEASE_S": "2", "UML_WORKER_HEARTBEAT_S": "0.5"}
+"""Leases of 2 s renewed every 0.5 s: a dead worker's jobs are re-queued within ~2.5 s."""
+
+
 @pytest.fixture
 def chaos_stack(aof_redis: list[RedisServer], tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(redis_url=aof_redis[0].url, log_dir=tmp_path)
+    stack = Stack(redis_url=aof_redis[0].url, log_dir=tmp_path, extra_env=dict(FAST_RECOVERY))
     try:
         yield stack
     finally:

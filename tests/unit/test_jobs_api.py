@@ -16,7 +16,7 @@ from api.services.store import view_status
 from api.validation import job_submission, parse_deadline
 from protocol.events import decode_event, expired_unstarted, template
 from protocol.jobs import JobRecord, record_to_hash
-from protocol.keys import events_key, job_key
+from protocol.keys import LEASES, events_key, job_key
 from protocol.settings import ServerSettings
 from protocol.states import JobStatus, Priority
 from workers.runtime import _CLAIM
@@ -84,9 +84,10 @@ def test_claim_script_expires_a_job_past_its_deadline(redis_url: str) -> None:
     for record in (late, ok):
         client.hset(job_key(record.id), mapping=record_to_hash(record))  # type: ignore[arg-type]
         client.hset(job_key(record.id), "msg", "m")
-    args = ["w-1", now, template(expired_unstarted()), 600]
+    args = ["w-1", now, template(expired_unstarted()), 600, 15_000]
     try:
-        outcome = claim(keys=[job_key("late"), events_key("late")], args=args)
+        late_keys = [job_key("late"), events_key("late"), LEASES]
+        outcome = claim(keys=late_keys, args=[*args, "late"])
         assert outcome[:3] == [b"expired", 0, 1]
         fields = client.hgetall(job_key("late"))
         assert fields[b"status"] == b"expired" and b"msg" not in fields
@@ -94,10 +95,13 @@ def test_claim_script_expires_a_job_past_its_deadline(redis_url: str) -> None:
         [(entry_id, data)] = client.xrange(events_key("late"))
         assert entry_id == b"1-1"
         assert decode_event(data[b"data"]) == msgspec.structs.replace(expired_unstarted(), seq=1)
-        again = claim(keys=[job_key("late"), events_key("late")], args=args)
+        again = claim(keys=late_keys, args=[*args, "late"])
         assert again[0] == b"skip:expired"
-        claimed = claim(keys=[job_key("ok"), events_key("ok")], args=args)
+        assert client.zscore(LEASES, "late") is None
+        claimed = claim(keys=[job_key("ok"), events_key("ok"), LEASES], args=[*args, "ok"])
         assert claimed[:2] == [b"claimed", 1]
         assert client.hget(job_key("ok"), "msg") is None
+        assert client.hget(job_key("ok"), "task") == b"m"  # the reaper re-sends it
+        assert client.zscore(LEASES, "ok") is not None
     finally:
         client.close()

@@ -1,0 +1,91 @@
+"""The reaper's decisions and the sink's attempt fence, on a real Redis (no worker)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+import redis
+
+from protocol.events import TokenEvent, decode_event
+from protocol.keys import LEASES, events_key, job_key
+from workers.reaper import Reaper
+from workers.requeue import list_of
+from workers.sink import JobWrite, RedisSink
+
+TASK = msgspec.json.encode({"properties": {"priority": 6, "delivery_tag": "t1"}}).decode()
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+def running(client: redis.Redis, job_id: str, attempt: int = 1, lease_ms: int = -1000) -> None:
+    """A job claimed by a worker, whose lease ends ``lease_ms`` from now (Redis time)."""
+    client.hset(
+        job_key(job_id),
+        mapping={"status": "running", "attempt": attempt, "model": "tiny", "task": TASK},
+    )
+    seconds, micros = client.time()
+    client.zadd(LEASES, {job_id: seconds * 1000 + micros // 1000 + lease_ms})
+
+
+def test_a_lapsed_lease_goes_back_to_the_head_of_its_queue(client: redis.Redis) -> None:
+    running(client, "j1")
+    reaper = Reaper(client, lease_s=2, max_attempts=3, retention_s=60)
+    assert reaper.reap("me") == {"j1": "requeued"}
+    fields = client.hgetall(job_key("j1"))
+    assert fields[b"status"] == b"queued" and fields[b"msg"] == TASK.encode()
+    queue = list_of("model.tiny", 6)
+    assert client.lrange(queue, -1, -1) == [TASK.encode()]  # kombu pops from the right
+    assert client.zscore(LEASES, "j1") is None
+
+
+def test_renewed_ended_cancelled_and_capped_jobs(client: redis.Redis) -> None:
+    running(client, "fresh", lease_ms=60_000)
+    running(client, "ended")
+    client.hset(job_key("ended"), "status", "succeeded")
+    running(client, "cancelled")
+    client.hset(job_key("cancelled"), "cancel", "1")
+    running(client, "capped", attempt=3)
+    reaper = Reaper(client, lease_s=2, max_attempts=3, retention_s=60)
+    outcomes = reaper.reap("me")
+    assert outcomes == {"ended": "ended", "cancelled": "cancelled", "capped": "failed"}
+    assert client.zscore(LEASES, "fresh") is not None
+    capped = client.hgetall(job_key("capped"))
+    assert capped[b"status"] == b"failed"
+    assert msgspec.json.decode(capped[b"error"])["code"] == "worker_lost"
+    [(_, fields)] = client.xrange(events_key("capped"))
+    assert decode_event(fields[b"data"]).seq == 1
+    assert client.hget(job_key("cancelled"), "status") == b"cancelled"
+
+
+def test_renew_extends_only_existing_leases(client: redis.Redis) -> None:
+    running(client, "mine", lease_ms=100)
+    reaper = Reaper(client, lease_s=30, max_attempts=3, retention_s=60)
+    before = client.zscore(LEASES, "mine")
+    reaper.renew(["mine", "finished"])
+    assert client.zscore(LEASES, "mine") > before + 20_000  # type: ignore[operator]
+    assert client.zscore(LEASES, "finished") is None
+
+
+def test_one_reaper_pass_at_a_time(client: redis.Redis) -> None:
+    running(client, "j")
+    client.set("uml:reaper", "someone else", px=5000)
+    assert Reaper(client, lease_s=2, max_attempts=3, retention_s=60).reap("me") == {}
+
+
+def test_the_sink_fences_writes_of_an_older_attempt(client: redis.Redis) -> None:
+    running(client, "j", attempt=2, lease_ms=60_000)
+    sink = RedisSink(client, retention_s=60)
+    stale = JobWrite("j", [TokenEvent(seq=1, text="old")], {"text": "old"}, True, attempt=1)
+    assert sink.flush([stale], []) == {"j"}  # the stale worker is told to drop the job
+    assert client.xlen(events_key("j")) == 0 and client.hget(job_key("j"), "text") is None
+    current = JobWrite("j", [TokenEvent(seq=1, text="new")], {"text": "new"}, True, attempt=2)
+    assert sink.flush([current], []) == set()
+    assert client.hget(job_key("j"), "text") == b"new"
+    assert client.zscore(LEASES, "j") is None  # the final write ends the lease

@@ -1,0 +1,159 @@
+"""Crash recovery: leases on running jobs, and the reaper that re-queues a dead worker's jobs.
+
+A worker that claims a job puts it in ``uml:leases`` (a sorted set scored by lease expiry,
+in Redis time) and renews the leases of every job it runs with each heartbeat
+(:func:`renew`); a job's final write removes it (:mod:`workers.sink`). Every worker runs a
+reaper pass after its heartbeat; a Redis lock makes it one pass at a time across workers.
+For each job whose lease lapsed, one script decides atomically:
+
+- the lease was renewed meanwhile, or the job already ended → nothing;
+- its cancel flag is set → ``cancelled``, with its final event;
+- it has had ``max_attempts`` attempts → ``failed`` with code ``worker_lost``;
+- else → back to ``queued`` with the Celery message it was claimed with, pushed at the
+  **head** of its queue (it was running: it goes first), same task id, same delivery tag
+  (the new worker's ack clears the dead worker's unacked entry).
+
+The next claim increments ``attempt`` and resumes from the event log (see
+:meth:`workers.runtime.Runtime.resume_state`); writes of an older attempt are fenced off
+by the sink, so a worker that was only stalled cannot interleave with the new attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+import redis
+
+from protocol.events import FINALIZE_LUA, ErrorEvent, cancelled_unstarted, template
+from protocol.keys import LEASES, REAPER_LOCK, events_key, job_key, queue_name
+from protocol.openai import ErrorInfo
+from workers.requeue import list_of
+
+log = logging.getLogger(__name__)
+
+_NOW_MS = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: leases. ARGV: lease ms, job ids... Renews the leases that still exist (XX).
+_RENEW = (
+    _NOW_MS
+    + """
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now_ms + tonumber(ARGV[1]), ARGV[i]) end
+return #ARGV - 1
+"""
+)
+
+# KEYS: job, events, leases, the job's queue list. ARGV: job id, max attempts, retention,
+# failed event template, error json, cancelled event template.
+_REAP_ONE = (
+    FINALIZE_LUA
+    + _NOW_MS
+    + """
+local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if not score or tonumber(score) > now_ms then return 'renewed' end
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'ended' end
+local now = now_ms / 1000
+if redis.call('HGET', KEYS[1], 'cancel') == '1' then
+  finalize(KEYS[1], KEYS[2], 'cancelled', now, ARGV[6], tonumber(ARGV[3]))
+  return 'cancelled'
+end
+local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
+local task = redis.call('HGET', KEYS[1], 'task')
+if attempt >= tonumber(ARGV[2]) or not task then
+  finalize(KEYS[1], KEYS[2], 'failed', now, ARGV[4], tonumber(ARGV[3]))
+  redis.call('HSET', KEYS[1], 'error', ARGV[5])
+  return 'failed'
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'msg', task)
+redis.call('HDEL', KEYS[1], 'worker')
+redis.call('RPUSH', KEYS[4], task)
+return 'requeued'
+"""
+)
+
+
+def worker_lost(attempts: int) -> ErrorInfo:
+    return ErrorInfo(
+        message=f"The job's worker stopped while running it, {attempts} time(s); it was not "
+        "retried again (UML_WORKER_MAX_ATTEMPTS)",
+        type="server_error",
+        code="worker_lost",
+    )
+
+
+class Reaper:
+    def __init__(
+        self, client: redis.Redis, lease_s: float, max_attempts: int, retention_s: int
+    ) -> None:
+        self.redis = client
+        self.lease_ms = int(lease_s * 1000)
+        self.max_attempts = max_attempts
+        self.retention_s = retention_s
+        self._renew = client.register_script(_RENEW)
+        self._reap_one = client.register_script(_REAP_ONE)
+        error = worker_lost(max_attempts)
+        self._failed = template(ErrorEvent(seq=0, error=error))
+        self._error = msgspec.json.encode(error)
+        self._cancelled = template(cancelled_unstarted())
+
+    def renew(self, job_ids: list[str]) -> None:
+        """Extend the leases of the jobs this worker runs (a job that ended has none)."""
+        if job_ids:
+            self._renew(keys=[LEASES], args=[self.lease_ms, *job_ids])
+
+    def reap(self, holder: str, batch: int = 100) -> dict[str, str]:
+        """One pass, if no other worker's is running: ``{job id: outcome}``."""
+        if not self.redis.set(REAPER_LOCK, holder, nx=True, px=self.lease_ms):
+            return {}
+        try:
+            t_s, t_us = self.redis.time()
+            now_ms = t_s * 1000 + t_us // 1000
+            due = self.redis.zrangebyscore(LEASES, "-inf", now_ms, start=0, num=batch)
+            return {_text(raw): self._reap(_text(raw)) for raw in due}
+        finally:
+            self.redis.eval(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
+                1,
+                REAPER_LOCK,
+                holder,
+            )
+
+    def _reap(self, job_id: str) -> str:
+        model, task = self.redis.hmget(job_key(job_id), ["model", "task"])
+        target = _target(_text(model or b""), task)
+        outcome = self._reap_one(
+            keys=[job_key(job_id), events_key(job_id), LEASES, target],
+            args=[
+                job_id,
+                self.max_attempts,
+                self.retention_s,
+                self._failed,
+                self._error,
+                self._cancelled,
+            ],
+        )
+        outcome = _text(outcome)
+        if outcome != "renewed":
+            log.warning("job %s: lease lapsed (its worker is gone): %s", job_id, outcome)
+        return outcome
+
+
+def _target(model: str, task: Any) -> str:
+    """The list the claimed Celery message goes back to (its priority's)."""
+    priority = 0
+    if task:
+        try:
+            envelope = msgspec.json.decode(task)
+            priority = int(envelope.get("properties", {}).get("priority") or 0)
+        except (msgspec.DecodeError, ValueError, AttributeError):
+            priority = 0
+    return list_of(queue_name(model), priority)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
