@@ -17,8 +17,9 @@ sender task drains the outbox into the socket.
 Authentication (:func:`key_of`) uses the same check as every HTTP route
 (:mod:`api.security.middleware`): the key from ``Authorization: Bearer`` or ``X-API-Key``,
 else ``?api_key=`` or an offered subprotocol ``uml.key.<key>`` (browsers cannot set
-headers on a WebSocket). A refused handshake answers a plain HTTP 401 with OpenAI's error
-body; the socket is never accepted.
+headers on a WebSocket); a key read from the query is blanked in the scope at once, so the
+server's handshake log line never shows it. A refused handshake answers a plain HTTP 401
+with OpenAI's error body; the socket is never accepted.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -50,6 +52,7 @@ from protocol.states import Priority
 
 log = logging.getLogger(__name__)
 
+_QUERY_KEY = re.compile(rb"((?:^|&)api_key=)[^&]*")
 OUTBOX_SIZE = 1024
 """Frames buffered per socket before a slow reader's socket is closed."""
 IDLE_S = 15.0
@@ -84,6 +87,7 @@ def key_of(socket: Any) -> str:
         return presented_key(socket)
     query = socket.query_params.get("api_key")
     if query:
+        redact_query_key(socket.scope)
         return str(query)
     for proto in socket.scope.get("subprotocols") or ():
         if proto.startswith(ws.KEY_SUBPROTOCOL_PREFIX) and len(proto) > len(
@@ -91,6 +95,13 @@ def key_of(socket: Any) -> str:
         ):
             return str(proto[len(ws.KEY_SUBPROTOCOL_PREFIX) :])
     return presented_key(socket)  # raises the same 401 as HTTP
+
+
+def redact_query_key(scope: Any) -> None:
+    """Blank ``api_key`` in the scope's query string, in place: the server's own log line for
+    the handshake (uvicorn prints the path with its query) must never carry the key."""
+    raw = scope.get("query_string") or b""
+    scope["query_string"] = _QUERY_KEY.sub(b"\\1redacted", raw)
 
 
 def chosen_subprotocol(socket: Any) -> str | None:

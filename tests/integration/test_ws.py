@@ -21,7 +21,7 @@ from protocol import ws
 from protocol.states import JobStatus
 from tests.auth import ADMIN_KEY
 from tests.integration.conftest import MODEL
-from tests.integration.stack import wait_for
+from tests.integration.stack import Stack, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -75,7 +75,7 @@ async def test_refused_messages_are_error_frames(api_url: str) -> None:
         assert reply["error"]["code"] == "job_not_found" and reply["job_id"] == "job-nope"
 
 
-async def test_handshake_auth(api_url: str) -> None:
+async def test_handshake_auth(api_url: str, stack: Stack) -> None:
     url = _ws_url(api_url)
     for headers in ({}, {"Authorization": "Bearer uml_bad_key"}):
         with pytest.raises(InvalidStatus) as refused:
@@ -92,6 +92,8 @@ async def test_handshake_auth(api_url: str) -> None:
     async with connect(f"{url}?api_key={ADMIN_KEY}") as sock:
         await sock.send(ws.encode(ws.Ping(ref="q")).decode())
         assert json.loads(await sock.recv()) == {"type": "pong", "ref": "q"}
+    logs = "".join(proc.log() for proc in stack.procs)
+    assert "/ws?api_key=redacted" in logs and ADMIN_KEY not in logs  # the key is never logged
     offered = [ws.SUBPROTOCOL, ws.KEY_SUBPROTOCOL_PREFIX + ADMIN_KEY]
     async with connect(url, subprotocols=offered) as sock:  # type: ignore[arg-type]
         assert sock.subprotocol == ws.SUBPROTOCOL  # the key is never echoed back

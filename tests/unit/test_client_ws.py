@@ -9,7 +9,14 @@ import msgspec
 import pytest
 
 from api.controllers import ws as controller
-from api.services.ws import Outbox, Overflow, chosen_subprotocol, key_of, render
+from api.services.ws import (
+    Outbox,
+    Overflow,
+    chosen_subprotocol,
+    key_of,
+    redact_query_key,
+    render,
+)
 from client._errors import JobError, NotFoundError, WebSocketClosedError
 from client._ws import Router
 from protocol import ws
@@ -83,12 +90,18 @@ class FakeSocket:
     ) -> None:
         self.headers = headers
         self.query_params = query
-        self.scope = {"subprotocols": protocols}
+        self.scope: dict[str, Any] = {"subprotocols": protocols}
 
 
 def test_handshake_key_sources() -> None:
     assert key_of(FakeSocket({"authorization": "Bearer k1"}, {"api_key": "k2"}, [])) == "k1"
-    assert key_of(FakeSocket({}, {"api_key": "k2"}, [])) == "k2"
+    by_query = FakeSocket({}, {"api_key": "k2"}, [])
+    by_query.scope["query_string"] = b"a=1&api_key=k2"
+    assert key_of(by_query) == "k2"
+    assert by_query.scope["query_string"] == b"a=1&api_key=redacted"  # never logged
+    scope = {"query_string": b"my_api_key=x&api_key=y&z=1"}
+    redact_query_key(scope)
+    assert scope["query_string"] == b"my_api_key=x&api_key=redacted&z=1"
     sock = FakeSocket({}, {}, ["uml.v1", "uml.key.k3"])
     assert key_of(sock) == "k3" and chosen_subprotocol(sock) == "uml.v1"
     with pytest.raises(Exception) as refused:
