@@ -48,7 +48,7 @@ from protocol.auth import ApiKey
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent
 from protocol.jobs import JobSpec
 from protocol.openai import ErrorInfo
-from protocol.states import Priority
+from protocol.states import TERMINAL, Priority
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +207,12 @@ class Session:
         self._forward(job_id, res.limiter.metered(events, self.policy, slot))
 
     async def subscribe(self, job_id: str, after: int) -> None:
-        if await self.res.store.read(job_id, self.owner) is None:
+        """Follow a job from ``after``; past the end of a finished job's log, nothing comes."""
+        snap = await self.res.store.read(job_id, self.owner)
+        if snap is None:
             raise APIError(404, f"No job with id `{job_id}`", param="job_id", code="job_not_found")
+        if snap.record.status in TERMINAL and after >= snap.last_seq:
+            return
         if job_id in self.forwarders and not self.forwarders[job_id].done():
             raise invalid_request(f"Already following job `{job_id}` on this socket")
         try:
