@@ -262,6 +262,7 @@ class UniversalClient:
                 lines = self._lines(response)
                 try:
                     async for line in lines:
+                        cursor.check_deadline()
                         sse = decoder.feed(line)
                         event = None if sse is None else cursor.accept(sse)
                         if event is not None:
@@ -271,7 +272,7 @@ class UniversalClient:
                 finally:
                     await lines.aclose()
             except APIConnectionError:
-                pass  # resumed below from cursor.last_seq
+                cursor.check_deadline()  # else resumed below from cursor.last_seq
             response = None
             delay = cursor.reconnect_delay(self._core.rng)
             if delay is None:
@@ -282,21 +283,21 @@ class UniversalClient:
             await asyncio.sleep(delay)
 
     async def wait_job(self, job_id: str, *, timeout: float | None = None) -> Job:
-        """Follow the job to its end (by its event stream) and return it, terminal."""
+        """Follow the job to its end (by its event stream) and return it, terminal;
+        :class:`APITimeoutError` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = JobCursor(job_id, deadline=deadline)
+        events = self._follow(cursor, await self._send(cursor.call()))
         try:
-            async with asyncio.timeout(timeout):
-                async with await self.stream_job(job_id) as events:
-                    async for _ in events:
-                        pass
+            async for _ in events:
+                pass
         except JobError:
             pass
-        except TimeoutError:
-            raise APITimeoutError(f"job {job_id} did not finish within {timeout} s") from None
+        finally:
+            await events.aclose()
         job = await self.get_job(job_id)
         while job.status not in TERMINAL:  # the log ended; the hash follows within moments
-            if deadline is not None and time.monotonic() > deadline:
-                raise APITimeoutError(f"job {job_id} did not finish within {timeout} s")
+            cursor.check_deadline()
             await asyncio.sleep(0.05)
             job = await self.get_job(job_id)
         return job

@@ -155,7 +155,7 @@ class Core:
 
     def http_timeout(self, call: Call) -> httpx.Timeout:
         total = self.timeout if call.timeout is None else call.timeout
-        read = None if call.stream else total  # a stream may idle between pings
+        read = call.timeout if call.stream else total  # a stream may idle between pings
         return httpx.Timeout(total, connect=min(DEFAULT_CONNECT_TIMEOUT_S, total), read=read)
 
     def build(self, call: Call) -> httpx.Request:
@@ -302,18 +302,34 @@ def openai_chunk(sse: SSE, type: type[T]) -> T | None:
 class JobCursor:
     """Where a job's event stream stands, so a reconnect resumes with no gap, no duplicate."""
 
-    def __init__(self, job_id: str, after: int = 0, max_reconnects: int = 10) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        after: int = 0,
+        max_reconnects: int = 10,
+        deadline: float | None = None,
+    ) -> None:
         self.job_id = job_id
         self.last_seq = after
         self.finished = False
         self.max_reconnects = max_reconnects
+        self.deadline = deadline
+        """``time.monotonic()`` past which following the job raises APITimeoutError."""
         self.failures = 0
         self.reconnects = 0
 
     def call(self) -> Call:
-        """The request that resumes after the last seq seen (``Last-Event-ID``)."""
+        """The request that resumes after the last seq seen (``Last-Event-ID``); with a
+        deadline, its read timeout is the time left."""
         headers = {"Last-Event-ID": str(self.last_seq)} if self.last_seq else {}
-        return Call("GET", f"/v1/jobs/{self.job_id}/events", headers=headers, stream=True)
+        left = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.001)
+        return Call(
+            "GET", f"/v1/jobs/{self.job_id}/events", headers=headers, stream=True, timeout=left
+        )
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise APITimeoutError(f"job {self.job_id} did not finish in time")
 
     def accept(self, sse: SSE) -> Event | None:
         """The event of ``sse``, or None for a duplicate or a non-event; errors raise."""

@@ -255,6 +255,7 @@ class SyncUniversalClient:
                 lines = self._lines(response)
                 try:
                     for line in lines:
+                        cursor.check_deadline()
                         sse = decoder.feed(line)
                         event = None if sse is None else cursor.accept(sse)
                         if event is not None:
@@ -264,7 +265,7 @@ class SyncUniversalClient:
                 finally:
                     lines.close()
             except APIConnectionError:
-                pass  # resumed below from cursor.last_seq
+                cursor.check_deadline()  # else resumed below from cursor.last_seq
             response = None
             delay = cursor.reconnect_delay(self._core.rng)
             if delay is None:
@@ -275,21 +276,21 @@ class SyncUniversalClient:
             time.sleep(delay)
 
     def wait_job(self, job_id: str, *, timeout: float | None = None) -> Job:
-        """Follow the job to its end (by its event stream) and return it, terminal.
-
-        ``timeout`` is checked at each event (the async twin bounds the whole wait)."""
+        """Follow the job to its end (by its event stream) and return it, terminal;
+        :class:`APITimeoutError` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = JobCursor(job_id, deadline=deadline)
+        events = self._follow(cursor, self._send(cursor.call()))
         try:
-            with self.stream_job(job_id) as events:
-                for _ in events:
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise APITimeoutError(f"job {job_id} did not finish within {timeout} s")
+            for _ in events:
+                pass
         except JobError:
             pass
+        finally:
+            events.close()
         job = self.get_job(job_id)
         while job.status not in TERMINAL:  # the log ended; the hash follows within moments
-            if deadline is not None and time.monotonic() > deadline:
-                raise APITimeoutError(f"job {job_id} did not finish within {timeout} s")
+            cursor.check_deadline()
             time.sleep(0.05)
             job = self.get_job(job_id)
         return job

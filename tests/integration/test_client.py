@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import httpx
 import openai
 import pytest
+import redis
 
 from client.universal_client import (
+    APITimeoutError,
     AuthenticationError,
     BadRequestError,
     ConflictError,
@@ -23,6 +27,7 @@ from protocol.events import DoneEvent, StatusEvent, TokenEvent
 from protocol.states import JobStatus
 from tests.auth import ADMIN_KEY
 from tests.integration.conftest import MODEL
+from tests.integration.stack import Stack, announce_model, withdraw_model
 
 pytestmark = pytest.mark.timeout(120)
 HI = [{"role": "user", "content": "Hello!"}]
@@ -234,3 +239,29 @@ def test_files_and_batches_if_landed(api_url: str, sclient: SyncUniversalClient)
     assert b'"custom_id"' in out and b'"a"' in out
     assert sclient.list_batches(limit=5)["data"]
     sclient.delete_file(uploaded["id"])
+
+
+def test_wait_job_times_out_on_a_job_that_never_starts(api_url: str, stack: Stack) -> None:
+    """A model announced by a worker that consumes nothing: its jobs stay queued."""
+    parked = redis.Redis.from_url(stack.redis_url)
+    announce_model(parked, "w-parked-client", "parked-client")
+    try:
+        with SyncUniversalClient(api_url, ADMIN_KEY) as client:
+            job = client.submit_job("parked-client", prompt="x", max_tokens=2)
+            started = time.monotonic()
+            with pytest.raises(APITimeoutError):
+                client.wait_job(job.id, timeout=1.0)
+            assert time.monotonic() - started < 5
+            asyncio.run(_async_wait_times_out(api_url, job.id))
+            assert client.cancel_job(job.id).status is JobStatus.CANCELLED
+    finally:
+        withdraw_model(parked, "w-parked-client")
+        parked.close()
+
+
+async def _async_wait_times_out(api_url: str, job_id: str) -> None:
+    async with UniversalClient(api_url, ADMIN_KEY) as client:
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError):
+            await client.wait_job(job_id, timeout=1.0)
+        assert time.monotonic() - started < 5

@@ -203,3 +203,15 @@ def test_job_cursor_error_event_raises() -> None:
 def test_ws_url() -> None:
     assert Core(base_url="https://h/x").ws_url() == "wss://h/x/ws"
     assert Core(base_url="http://h:8").ws_url() == "ws://h:8/ws"
+
+
+def test_job_cursor_deadline_bounds_reads() -> None:
+    assert JobCursor("j").call().timeout is None
+    soon = JobCursor("j", deadline=time.monotonic() + 30)
+    timeout = soon.call().timeout
+    assert timeout is not None and 29 < timeout <= 30
+    read = Core().http_timeout(soon.call()).read
+    assert read is not None and read <= 30
+    soon.check_deadline()
+    with pytest.raises(APITimeoutError):
+        JobCursor("j", deadline=time.monotonic() - 1).check_deadline()
