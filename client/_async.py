@@ -36,6 +36,9 @@ from client._types import (
     Job,
     JobList,
     ModelList,
+    ModelOp,
+    ModelOpList,
+    ModelsOverview,
 )
 
 if TYPE_CHECKING:
@@ -159,19 +162,27 @@ class UniversalClient:
         worker: str | None = None,
         device: str | None = None,
         path: str | None = None,
+        engine: str | None = None,
         wait: bool = False,
-    ) -> JSON:
-        """``POST /load_model`` (admin): 202 and a status to poll, or the result with ``wait``."""
-        return await self._json(calls.load_model(model, worker, device, path, wait), JSON)
+    ) -> ModelOpList:
+        """``POST /load_model`` (admin): the operation, ``pending`` (poll :meth:`model_op`),
+        or, with ``wait``, as it stood when it ended or the server's wait ran out."""
+        call = calls.load_model(model, worker, device, path, engine, wait)
+        return await self._json(call, ModelOpList)
 
     async def unload_model(
         self, model: str, *, worker: str | None = None, wait: bool = False
-    ) -> JSON:
-        return await self._json(calls.unload_model(model, worker, wait), JSON)
+    ) -> ModelOpList:
+        """``POST /unload_model`` (admin): running jobs finish first; one op per worker."""
+        return await self._json(calls.unload_model(model, worker, wait), ModelOpList)
 
-    async def workers(self) -> JSON:
-        """``GET /models``: per worker, what it holds and in what state."""
-        return await self._json(calls.workers_models(), JSON)
+    async def model_op(self, op_id: str) -> ModelOp:
+        """``GET /models/ops/{id}``: a load or unload operation's state."""
+        return await self._json(calls.model_op(op_id), ModelOp)
+
+    async def models_overview(self) -> ModelsOverview:
+        """``GET /models``: each model's workers and state, each worker's memory and slots."""
+        return await self._json(calls.models_overview(), ModelsOverview)
 
     # ---- OpenAI-shaped generation --------------------------------------------------------
 

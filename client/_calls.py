@@ -107,13 +107,20 @@ def cancel_job(job_id: str) -> Call:
     return Call("POST", f"/v1/jobs/{job_id}/cancel")
 
 
-# ---- model management (issue #5: POST /load_model, /unload_model, GET /models) ----------
+# ---- model management: POST /load_model, /unload_model, GET /models (docs/models.md) ----
 
 
 def load_model(
-    model: str, worker: str | None, device: str | None, path: str | None, wait: bool
+    model: str,
+    worker: str | None,
+    device: str | None,
+    path: str | None,
+    engine: str | None,
+    wait: bool,
 ) -> Call:
-    body = _clean({"model": model, "worker": worker, "device": device, "path": path})
+    body = _clean(
+        {"model": model, "worker": worker, "device": device, "path": path, "engine": engine}
+    )
     return Call("POST", "/load_model", json=body, params={"wait": "true"} if wait else None)
 
 
@@ -122,7 +129,11 @@ def unload_model(model: str, worker: str | None, wait: bool) -> Call:
     return Call("POST", "/unload_model", json=body, params={"wait": "true"} if wait else None)
 
 
-def workers_models() -> Call:
+def model_op(op_id: str) -> Call:
+    return Call("GET", f"/models/ops/{op_id}")
+
+
+def models_overview() -> Call:
     return Call("GET", "/models")
 
 

@@ -1,8 +1,7 @@
 """The types the clients answer with: the server's own ``protocol`` Structs, plus ``Health``.
 
 Responses are decoded with msgspec into the same Structs the API encodes, so a field the
-server adds is one the client sees. Answers of routes whose wire types live elsewhere
-(model load/unload, files, batches) are plain ``dict``\\s.
+server adds is one the client sees. Files and batches answer plain ``dict``\\s (OpenAI's shapes).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from msgspec import Struct
 
 from protocol.events import DoneEvent, ErrorEvent, Event, StatusEvent, TokenEvent
 from protocol.jobs_api import Job, JobList
+from protocol.models import ModelOp, ModelOpList, ModelsOverview
 from protocol.openai import (
     ChatCompletionChunk,
     ChatCompletionResponse,
@@ -56,6 +56,9 @@ __all__ = [
     "JobStatus",
     "ModelCard",
     "ModelList",
+    "ModelOp",
+    "ModelOpList",
+    "ModelsOverview",
     "Priority",
     "StatusEvent",
     "TokenEvent",

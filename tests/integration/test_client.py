@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import openai
@@ -212,12 +213,25 @@ def test_openai_compatible_sync(api_url: str) -> None:
         assert client.completions.create(model=MODEL, prompt="x", max_tokens=3).choices
 
 
-async def test_model_management_if_landed(api_url: str, aclient: UniversalClient) -> None:
-    if not _route_landed(api_url, "GET", "/models"):
-        pytest.skip("model management (issue #5) has not landed")
-    status = await aclient.load_model(MODEL, wait=True)
-    assert status
-    assert await aclient.workers()
+async def test_load_use_unload_a_model(aclient: UniversalClient, tiny_model: Path) -> None:
+    name = f"client-extra-{uuid.uuid4().hex[:6]}"
+    loaded = await aclient.load_model(name, path=str(tiny_model), wait=True)
+    assert [op.state for op in loaded.data] == ["ready"], loaded
+    assert name in [m.id for m in (await aclient.list_models()).data]
+    assert (await aclient.complete(name, "x", max_tokens=2)).choices
+    overview = await aclient.models_overview()
+    assert name in [m.name for m in overview.models] and overview.workers
+    unloaded = await aclient.unload_model(name, wait=True)
+    assert {op.state for op in unloaded.data} == {"unloaded"}, unloaded
+    assert (await aclient.model_op(loaded.data[0].id)).state == "ready"
+
+
+def test_model_ops_sync(sclient: SyncUniversalClient) -> None:
+    op = sclient.load_model(MODEL).data[0]  # already held: nothing to do
+    assert sclient.model_op(op.id).model == MODEL
+    assert MODEL in [m.name for m in sclient.models_overview().models]
+    with pytest.raises(NotFoundError):
+        sclient.model_op("op-nope")
 
 
 def test_files_and_batches_if_landed(api_url: str, sclient: SyncUniversalClient) -> None:
