@@ -206,6 +206,9 @@ class Relay:
         self._stopping = False
         self._backing_off = False
         self.reads = 0
+        self.draining = False
+        """Set when the process is shutting down: a stream cut now is not a client leaving,
+        so its job is not cancelled (the client resumes it on another replica)."""
 
     # ---- lifecycle -----------------------------------------------------------------------
 

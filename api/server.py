@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
+from types import FrameType
 
 import uvicorn
+from litestar import Litestar
 
 from api.app import create_app
 from api.logs import configure_logging
@@ -23,16 +26,39 @@ def _audit_to_stdout() -> None:
         audit.propagate = False
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn's server, telling the app it is draining as soon as SIGTERM/SIGINT arrives.
+
+    uvicorn then stops accepting, lets open requests and streams run up to
+    ``UML_SHUTDOWN_GRACE_S`` and cancels the rest; a stream cut while draining does not
+    cancel its job (see :attr:`api.relay.Relay.draining`), so its client resumes it
+    elsewhere with ``Last-Event-ID`` (or ``/v1/jobs/{x-uml-job-id}/events``).
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
+        super().__init__(config)
+        self.litestar = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        resources = getattr(self.litestar.state, "resources", None)
+        if resources is not None:
+            resources.relay.draining = True
+        super().handle_exit(sig, frame)
+
+
 def run(settings: Settings | None = None) -> None:
     """Run the API in this process until interrupted."""
     cfg = settings or get_settings()
     configure_logging(cfg.log.format, cfg.log.level)
     _audit_to_stdout()
-    uvicorn.run(
-        create_app(cfg),
+    app = create_app(cfg)
+    config = uvicorn.Config(
+        app,
         host=cfg.server.host,
         port=cfg.server.port,
         log_level="info",
         log_config=None,  # uvicorn logs through the root handler (api.logs)
         access_log=cfg.server.access_log,
+        timeout_graceful_shutdown=math.ceil(cfg.server.shutdown_grace_s),
     )
+    GracefulServer(config, app).run()

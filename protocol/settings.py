@@ -74,6 +74,15 @@ class ServerSettings(Struct, frozen=True, kw_only=True):
     sse_ping_s: Annotated[
         float, Meta(gt=0, description="Seconds between SSE comment pings on an idle stream.")
     ] = 15.0
+    shutdown_grace_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="On SIGTERM the API stops accepting and lets open requests and "
+            "streams run this long, then ends them; their jobs run on, for the client to "
+            "resume on another replica.",
+        ),
+    ] = 30.0
     access_log: Annotated[
         bool, Meta(description="Log every HTTP request line (uvicorn's access log).")
     ] = False
@@ -137,6 +146,14 @@ class WorkerSettings(Struct, frozen=True, kw_only=True):
             "with code worker_lost.",
         ),
     ] = 3
+    shutdown_grace_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            description="On SIGTERM a worker takes no new job and lets running ones finish "
+            "this long; then it hands the rest back to the queue, to resume elsewhere.",
+        ),
+    ] = 30.0
 
 
 class ModelSettings(Struct, frozen=True, kw_only=True):

@@ -41,6 +41,8 @@ class ActiveJob:
     fields: dict[str, Any] = field(default_factory=dict)
     first_token_at: float | None = None
     finished: bool = False
+    handed_back: bool = False
+    """Stopped by a shutdown past its grace period: back to the queue, not ended."""
     final_status: JobStatus | None = None
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -104,6 +106,12 @@ class ActiveJob:
             completion_tokens=self.tokens,
             finished_at=time.time(),
         )
+
+    def hand_back(self) -> None:
+        """Stop here without a final event: another worker resumes from the log."""
+        if not self.finished:
+            self.finished = True
+            self.handed_back = True
 
     def fail(
         self,

@@ -8,7 +8,8 @@ For each job whose lease lapsed, one script decides atomically:
 
 - the lease was renewed meanwhile, or the job already ended → nothing;
 - its cancel flag is set → ``cancelled``, with its final event;
-- it has had ``max_attempts`` attempts → ``failed`` with code ``worker_lost``;
+- it has had ``max_attempts`` attempts (not counting hand-backs at shutdown) → ``failed``
+  with code ``worker_lost``;
 - else → back to ``queued`` with the Celery message it was claimed with, pushed at the
   **head** of its queue (it was running: it goes first), same task id, same delivery tag
   (the new worker's ack clears the dead worker's unacked entry).
@@ -63,6 +64,7 @@ if redis.call('HGET', KEYS[1], 'cancel') == '1' then
   return 'cancelled'
 end
 local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
+attempt = attempt - tonumber(redis.call('HGET', KEYS[1], 'handbacks') or '0')
 local task = redis.call('HGET', KEYS[1], 'task')
 if attempt >= tonumber(ARGV[2]) or not task then
   finalize(KEYS[1], KEYS[2], 'failed', now, ARGV[4], tonumber(ARGV[3]))
@@ -75,6 +77,21 @@ redis.call('RPUSH', KEYS[4], task)
 return 'requeued'
 """
 )
+
+
+# KEYS: job, leases, the job's queue list. ARGV: job id, the attempt handing back.
+_HAND_BACK = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'ended' end
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 'fenced' end
+local task = redis.call('HGET', KEYS[1], 'task')
+if not task then return 'no-task' end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HINCRBY', KEYS[1], 'handbacks', 1)
+redis.call('HSET', KEYS[1], 'status', 'queued', 'msg', task)
+redis.call('HDEL', KEYS[1], 'worker')
+redis.call('RPUSH', KEYS[3], task)
+return 'handed_back'
+"""
 
 
 def worker_lost(attempts: int) -> ErrorInfo:
@@ -96,6 +113,7 @@ class Reaper:
         self.retention_s = retention_s
         self._renew = client.register_script(_RENEW)
         self._reap_one = client.register_script(_REAP_ONE)
+        self._hand_back = client.register_script(_HAND_BACK)
         error = worker_lost(max_attempts)
         self._failed = template(ErrorEvent(seq=0, error=error))
         self._error = msgspec.json.encode(error)
@@ -122,6 +140,17 @@ class Reaper:
                 REAPER_LOCK,
                 holder,
             )
+
+    def hand_back(self, job_id: str, attempt: int) -> str:
+        """Put a job this worker stopped (shutting down) back at the head of its queue; a
+        hand-back does not count towards the attempt cap."""
+        model, task = self.redis.hmget(job_key(job_id), ["model", "task"])
+        target = _target(_text(model or b""), task)
+        outcome = _text(
+            self._hand_back(keys=[job_key(job_id), LEASES, target], args=[job_id, attempt])
+        )
+        log.info("job %s handed back at shutdown: %s", job_id, outcome)
+        return outcome
 
     def _reap(self, job_id: str) -> str:
         model, task = self.redis.hmget(job_key(job_id), ["model", "task"])

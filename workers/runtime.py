@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 import redis
@@ -51,6 +52,8 @@ from workers.sink import JobWrite, RedisSink
 from workers.stops import StopMatcher
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # Claim a job atomically: only a queued job (not cancelled, deadline not passed) becomes
 # running, once. A job past its deadline is expired here, with its final event.
@@ -154,6 +157,7 @@ class Runtime:
         self._expired = template(expired_unstarted())
         self._cpu_ready = False
         self._stop = threading.Event()
+        self._shutdown = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._beat_loop, name="uml-heartbeat", daemon=True
         )
@@ -269,6 +273,30 @@ class Runtime:
         self._prepare_device(self.device)  # imports torch now, not in the first load
         self.beat()
         self._heartbeat.start()
+        from celery.signals import worker_shutting_down
+
+        worker_shutting_down.connect(self.begin_shutdown, weak=False)
+
+    def begin_shutdown(self, **_: Any) -> None:
+        """SIGTERM (Celery's warm shutdown takes no new task and waits for running ones):
+        after ``shutdown_grace_s`` hand every job still running back to its queue."""
+        if self._shutdown.is_set():
+            return
+        self._shutdown.set()
+        grace = self.settings.worker.shutdown_grace_s
+        log.info("shutting down: running jobs get %.0f s before they are handed back", grace)
+        threading.Thread(target=self._hand_back_after, args=(grace,), daemon=True).start()
+
+    def _hand_back_after(self, grace: float) -> None:
+        if self._stop.wait(grace):
+            return
+        with self._lock:
+            residents = list(self._models.values())
+            running = len(self._running)
+        if running:
+            log.warning("grace period over: handing %d running job(s) back", running)
+        for resident in residents:
+            resident.scheduler.hand_back()
 
     def stop(self) -> None:
         self._stop.set()
@@ -338,7 +366,7 @@ class Runtime:
         A job whose model this worker does not hold (it was unloaded after the message was
         fetched) goes back to the head of its queue, unclaimed: ``requeued``.
         """
-        name = model or self._model_of(job_id)
+        name = model or retrying(lambda: self._model_of(job_id))
         with self._lock:
             resident = self._models.get(name)
             if resident is None or resident.state == "loading":
@@ -354,7 +382,7 @@ class Runtime:
                 resident.inflight -= 1
 
     def _run_on(self, resident: Resident, job_id: str) -> str:
-        outcome, attempt, last_seq, raw_spec = self._claim_job(job_id)
+        outcome, attempt, last_seq, raw_spec = retrying(lambda: self._claim_job(job_id))
         if outcome != "claimed":
             log.info("job %s not run: %s", job_id, outcome)
             if outcome == "cancelled":
@@ -385,6 +413,8 @@ class Runtime:
         job.seq = last_seq
         resident.scheduler.submit(job)
         job.done.wait()
+        if job.handed_back:
+            return self.reaper.hand_back(job_id, attempt)
         return (job.final_status or JobStatus.FAILED).value
 
     def _model_of(self, job_id: str) -> str:
@@ -497,6 +527,30 @@ class Runtime:
 
 def _no_text(ids: Any) -> str:
     return ""
+
+
+CLAIM_RETRY_S = 600.0
+"""How long a task waits out a Redis outage before its claim gives up."""
+
+
+def retrying(call: Callable[[], T], give_up_s: float = CLAIM_RETRY_S) -> T:
+    """``call()``, retried with capped backoff while Redis is unreachable.
+
+    A task whose claim failed on a Redis outage would be acked by Celery with its job still
+    ``queued`` and no message left anywhere: the job would never run. Waiting the outage
+    out (the consumer reconnects meanwhile) keeps it.
+    """
+    deadline = time.monotonic() + give_up_s
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("redis unavailable (%s); retrying the claim in %.2fs", exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def resume_state(client: redis.Redis, job_id: str, last_seq: int) -> tuple[str, int]:

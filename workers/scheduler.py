@@ -27,6 +27,7 @@ class Scheduler:
         self._inbox: queue.SimpleQueue[ActiveJob | None] = queue.SimpleQueue()
         self._jobs: dict[str, ActiveJob] = {}
         self._stopping = threading.Event()
+        self._handing_back = threading.Event()
         self._thread = threading.Thread(target=self._run, name="uml-scheduler", daemon=True)
 
     @property
@@ -42,6 +43,10 @@ class Scheduler:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._writer.close(timeout)
+
+    def hand_back(self) -> None:
+        """Stop every running job at the next iteration and hand it back (any thread)."""
+        self._handing_back.set()
 
     def submit(self, job: ActiveJob) -> None:
         """Hand ``job`` to the scheduler (any thread); ``job.done`` is set when it ends."""
@@ -59,6 +64,11 @@ class Scheduler:
 
     def iterate(self) -> None:
         self._admit(block=not self._jobs)
+        if self._handing_back.is_set():
+            for job in self._jobs.values():
+                if not job.finished:
+                    self._engine.cancel(job.job_id)
+                    job.hand_back()
         if not self._jobs:
             return
         if any(not job.finished for job in self._jobs.values()):
@@ -107,8 +117,9 @@ class Scheduler:
         for job in list(self._jobs.values()):
             events, fields = job.take_writes()
             if events or fields:
+                final = job.finished and not job.handed_back
                 writes.append(
-                    JobWrite(job.job_id, events, fields, final=job.finished, attempt=job.attempt)
+                    JobWrite(job.job_id, events, fields, final=final, attempt=job.attempt)
                 )
             if job.finished:
                 done.append(self._jobs.pop(job.job_id).done)

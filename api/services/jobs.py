@@ -140,7 +140,7 @@ async def collect_or_cancel(
         tg.cancel_scope.cancel()
     if isinstance(outcome, BaseException):
         raise outcome
-    if outcome is None:
+    if outcome is None and not relay.draining:
         await cancel_shielded(redis, job_id, retention_s)
     return outcome
 
@@ -167,5 +167,5 @@ async def follow(
         finished = True
         yield ErrorEvent(seq=0, error=ErrorInfo(message=str(exc), type="service_unavailable"))
     finally:
-        if not finished:
+        if not finished and not relay.draining:
             await cancel_shielded(redis, job_id, retention_s)

@@ -136,3 +136,41 @@ def test_redis_restart_under_load(
             return not pending
 
         wait_for(all_done, 120, "every acknowledged job to finish", interval=0.2)
+
+
+def test_sigterm_on_an_api_ends_its_streams_after_the_grace_period_and_their_jobs_run_on(
+    chaos_stack: Stack, tiny_model: Path
+) -> None:
+    """A draining API cuts a sync stream at the end of its grace period without cancelling
+    the job; the client follows the rest on another replica by the job id header."""
+    chaos_stack.start_worker(MODEL, tiny_model, slots=4)
+    chaos_stack.extra_env["UML_SHUTDOWN_GRACE_S"] = "1"
+    leaving, first = chaos_stack.start_api()
+    chaos_stack.extra_env.pop("UML_SHUTDOWN_GRACE_S")
+    _, second = chaos_stack.start_api()
+    body = {"model": MODEL, "prompt": "abc", "max_tokens": 1800, "temperature": 0, "stream": True}
+    before = []
+    with httpx.Client(base_url=first, headers=AUTH, timeout=30) as http:
+        with http.stream("POST", "/v1/completions", json=body) as response:
+            job_id = response.headers["x-uml-job-id"]
+            lines = response.iter_lines()
+            for line in lines:
+                if line.startswith("data: {"):
+                    before.append(json.loads(line[6:])["choices"][0]["text"])
+                    if len(before) == 20:
+                        break
+            started = time.monotonic()
+            leaving.stop(signal.SIGTERM, timeout=30)
+            with pytest.raises(httpx.RemoteProtocolError):  # cut, not ended: no [DONE]
+                for line in lines:  # what this replica sent before it cut the stream
+                    if line.startswith("data: {"):
+                        before.append(json.loads(line[6:])["choices"][0]["text"])
+    # uvicorn re-raises the signal once it has shut down cleanly
+    assert leaving.process.returncode in (0, -signal.SIGTERM), leaving.log()[-2000:]
+    assert time.monotonic() - started < 15
+    rest = events_from(second, job_id, 0, stop_after=None)
+    assert rest[-1]["type"] == "done"
+    with httpx.Client(base_url=second, headers=AUTH, timeout=30) as http:
+        final = http.get(f"/v1/jobs/{job_id}").json()
+    assert final["status"] == "succeeded" and final["completion_tokens"] == 1800
+    assert final["text"].startswith("".join(before))

@@ -17,6 +17,10 @@ from tests.integration.stack import Proc, Stack, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
+LONG = {"model": MODEL, "prompt": "abc", "max_tokens": 1800, "temperature": 0}
+"""Greedy on the seed-0 tiny model, this prompt runs all 1,800 tokens (no EOS): seconds of
+work, so a kill or a SIGTERM lands mid-stream."""
+
 
 def running_on(stack: Stack, workers: list[Proc], events: list[dict[str, Any]]) -> Proc:
     """The worker process named by the last ``running`` status event."""
@@ -30,9 +34,8 @@ def test_a_killed_workers_job_resumes_on_another_without_gap_or_duplicate(
 ) -> None:
     workers = [chaos_stack.start_worker(MODEL, tiny_model, slots=4) for _ in range(2)]
     _, base = chaos_stack.start_api()
-    body = {"model": MODEL, "prompt": "Once", "max_tokens": 1800, "temperature": 0.8, "seed": 3}
     with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
-        job = http.post("/v1/jobs", json={"type": "completion", "body": body}).json()
+        job = http.post("/v1/jobs", json={"type": "completion", "body": LONG}).json()
         got = events_from(base, job["id"], 0, stop_after=30)
         victim = running_on(chaos_stack, workers, got)
         victim.stop(signal.SIGKILL)
@@ -57,10 +60,9 @@ def test_a_job_whose_workers_keep_dying_fails_after_the_attempt_cap(
 ) -> None:
     chaos_stack.extra_env["UML_WORKER_MAX_ATTEMPTS"] = "2"
     _, base = chaos_stack.start_api()
-    body = {"model": MODEL, "prompt": "Again", "max_tokens": 1800, "temperature": 0.8, "seed": 5}
     with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
         worker = chaos_stack.start_worker(MODEL, tiny_model, slots=4)
-        job = http.post("/v1/jobs", json={"type": "completion", "body": body}).json()
+        job = http.post("/v1/jobs", json={"type": "completion", "body": LONG}).json()
         for attempt in (1, 2):
 
             def on_attempt(attempt: int = attempt) -> bool:
@@ -83,3 +85,39 @@ def test_a_job_whose_workers_keep_dying_fails_after_the_attempt_cap(
     events = events_from(base, job["id"], 0, stop_after=None)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert events[-1]["type"] == "error" and events[-1]["error"]["code"] == "worker_lost"
+
+
+def test_sigterm_hands_running_jobs_back_after_the_grace_period(
+    chaos_stack: Stack, tiny_model: Path
+) -> None:
+    chaos_stack.extra_env["UML_WORKER_SHUTDOWN_GRACE_S"] = "1"
+    workers = [chaos_stack.start_worker(MODEL, tiny_model, slots=4) for _ in range(2)]
+    _, base = chaos_stack.start_api()
+    with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
+        job = http.post("/v1/jobs", json={"type": "completion", "body": LONG}).json()
+        got = events_from(base, job["id"], 0, stop_after=30)
+        leaving = running_on(chaos_stack, workers, got)
+        leaving.stop(signal.SIGTERM, timeout=30)
+        assert leaving.process.returncode == 0, leaving.log()[-3000:]
+        got += events_from(base, job["id"], got[-1]["seq"], stop_after=None)
+        final = http.get(f"/v1/jobs/{job['id']}").json()
+    assert [e["seq"] for e in got] == list(range(1, len(got) + 1))
+    assert [e["attempt"] for e in got if e["type"] == "status"] == [1, 2]
+    assert final["status"] == "succeeded"
+    assert final["text"] == "".join(e["text"] for e in got if e["type"] == "token")
+
+
+def test_sigterm_lets_a_job_that_fits_in_the_grace_period_finish(
+    chaos_stack: Stack, tiny_model: Path
+) -> None:
+    chaos_stack.extra_env["UML_WORKER_SHUTDOWN_GRACE_S"] = "60"
+    worker = chaos_stack.start_worker(MODEL, tiny_model, slots=4)
+    _, base = chaos_stack.start_api()
+    body = {"model": MODEL, "prompt": "Short", "max_tokens": 400, "temperature": 0}
+    with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
+        job = http.post("/v1/jobs", json={"type": "completion", "body": body}).json()
+        events_from(base, job["id"], 0, stop_after=5)
+        worker.stop(signal.SIGTERM, timeout=60)
+        final = http.get(f"/v1/jobs/{job['id']}").json()
+    assert worker.process.returncode == 0
+    assert final["status"] == "succeeded" and final["attempt"] == 1

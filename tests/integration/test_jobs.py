@@ -186,7 +186,11 @@ def test_past_deadline_expires_and_never_runs(http: httpx.Client, stack: Stack) 
     client = redis.Redis.from_url(stack.redis_url)
     try:
         # the worker pops the message and, claiming it, finds it already expired
-        wait_for(lambda: client.llen(f"model.{MODEL}:6") == 0, 30, "the worker to pop it")
+        def expired() -> bool:
+            return bool(client.hget(job_key(record["id"]), "status") == b"expired")
+
+        wait_for(expired, 30, "the worker's claim to expire it")
+        assert client.llen(f"model.{MODEL}:6") == 0
         raw = client.hgetall(job_key(record["id"]))
     finally:
         client.close()
