@@ -25,13 +25,18 @@ from client._core import (
 from client._errors import APIConnectionError, APITimeoutError, JobError
 from client._streams import AsyncStream
 from client._types import (
-    JSON,
+    BATCH_TERMINAL,
     TERMINAL,
+    Batch,
+    BatchList,
     ChatCompletionChunk,
     ChatCompletionResponse,
     CompletionChunk,
     CompletionResponse,
     Event,
+    FileDeleted,
+    FileList,
+    FileObject,
     Health,
     Job,
     JobList,
@@ -317,20 +322,20 @@ class UniversalClient:
 
     async def upload_file(
         self, file: str | Path | bytes, *, purpose: str = "batch", filename: str | None = None
-    ) -> JSON:
-        return await self._json(calls.upload_file(file, purpose, filename), JSON)
+    ) -> FileObject:
+        return await self._json(calls.upload_file(file, purpose, filename), FileObject)
 
-    async def get_file(self, file_id: str) -> JSON:
-        return await self._json(calls.get_file(file_id), JSON)
+    async def get_file(self, file_id: str) -> FileObject:
+        return await self._json(calls.get_file(file_id), FileObject)
 
     async def file_content(self, file_id: str) -> bytes:
         return (await self._send(calls.file_content(file_id))).content
 
-    async def list_files(self, *, purpose: str | None = None) -> JSON:
-        return await self._json(calls.list_files(purpose), JSON)
+    async def list_files(self, *, purpose: str | None = None) -> FileList:
+        return await self._json(calls.list_files(purpose), FileList)
 
-    async def delete_file(self, file_id: str) -> JSON:
-        return await self._json(calls.delete_file(file_id), JSON)
+    async def delete_file(self, file_id: str) -> FileDeleted:
+        return await self._json(calls.delete_file(file_id), FileDeleted)
 
     async def create_batch(
         self,
@@ -339,30 +344,29 @@ class UniversalClient:
         endpoint: str = "/v1/chat/completions",
         completion_window: str = "24h",
         metadata: Mapping[str, str] | None = None,
-        idempotency_key: str | None = None,
-    ) -> JSON:
-        call = calls.create_batch(
-            input_file_id, endpoint, completion_window, metadata, idempotency_key
-        )
-        return await self._json(call, JSON)
+    ) -> Batch:
+        call = calls.create_batch(input_file_id, endpoint, completion_window, metadata)
+        return await self._json(call, Batch)
 
-    async def get_batch(self, batch_id: str) -> JSON:
-        return await self._json(calls.get_batch(batch_id), JSON)
+    async def get_batch(self, batch_id: str) -> Batch:
+        return await self._json(calls.get_batch(batch_id), Batch)
 
-    async def list_batches(self, *, limit: int | None = None, after: str | None = None) -> JSON:
-        return await self._json(calls.list_batches(limit, after), JSON)
+    async def list_batches(
+        self, *, limit: int | None = None, after: str | None = None
+    ) -> BatchList:
+        return await self._json(calls.list_batches(limit, after), BatchList)
 
-    async def cancel_batch(self, batch_id: str) -> JSON:
-        return await self._json(calls.cancel_batch(batch_id), JSON)
+    async def cancel_batch(self, batch_id: str) -> Batch:
+        return await self._json(calls.cancel_batch(batch_id), Batch)
 
     async def wait_batch(
         self, batch_id: str, *, poll_s: float = 0.5, timeout: float | None = None
-    ) -> JSON:
+    ) -> Batch:
         """Poll the batch until it is ``completed``, ``failed``, ``expired`` or ``cancelled``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             batch = await self.get_batch(batch_id)
-            if batch.get("status") in calls.BATCH_TERMINAL:
+            if batch.status in BATCH_TERMINAL:
                 return batch
             if deadline is not None and time.monotonic() > deadline:
                 raise APITimeoutError(f"batch {batch_id} did not finish within {timeout} s")

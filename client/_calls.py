@@ -147,7 +147,6 @@ def upload_file(file: str | Path | bytes, purpose: str, filename: str | None) ->
         path = Path(file)
         content, name = path.read_bytes(), filename or path.name
     files = {"file": (name, content, "application/jsonl")}
-    # A repeated upload makes a second file, never a lost one: safe to retry.
     return Call("POST", "/v1/files", files=files, data={"purpose": purpose})
 
 
@@ -168,12 +167,10 @@ def delete_file(file_id: str) -> Call:
 
 
 def create_batch(
-    input_file_id: str,
-    endpoint: str,
-    completion_window: str,
-    metadata: Mapping[str, str] | None,
-    idempotency_key: str | None,
+    input_file_id: str, endpoint: str, completion_window: str, metadata: Mapping[str, str] | None
 ) -> Call:
+    """No Idempotency-Key: ``/v1/batches`` does not honour one, so a create is retried only
+    when the server certainly did not take it (429, 503, a connection never opened)."""
     body = _clean(
         {
             "input_file_id": input_file_id,
@@ -182,7 +179,7 @@ def create_batch(
             "metadata": dict(metadata) if metadata else None,
         }
     )
-    return Call("POST", "/v1/batches", json=body).with_idempotency_key(idempotency_key)
+    return Call("POST", "/v1/batches", json=body)
 
 
 def get_batch(batch_id: str) -> Call:
@@ -195,6 +192,3 @@ def list_batches(limit: int | None, after: str | None) -> Call:
 
 def cancel_batch(batch_id: str) -> Call:
     return Call("POST", f"/v1/batches/{batch_id}/cancel")
-
-
-BATCH_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})

@@ -27,13 +27,18 @@ from client._core import (
 from client._errors import APIConnectionError, APITimeoutError, JobError
 from client._streams import Stream
 from client._types import (
-    JSON,
+    BATCH_TERMINAL,
     TERMINAL,
+    Batch,
+    BatchList,
     ChatCompletionChunk,
     ChatCompletionResponse,
     CompletionChunk,
     CompletionResponse,
     Event,
+    FileDeleted,
+    FileList,
+    FileObject,
     Health,
     Job,
     JobList,
@@ -312,20 +317,20 @@ class SyncUniversalClient:
 
     def upload_file(
         self, file: str | Path | bytes, *, purpose: str = "batch", filename: str | None = None
-    ) -> JSON:
-        return self._json(calls.upload_file(file, purpose, filename), JSON)
+    ) -> FileObject:
+        return self._json(calls.upload_file(file, purpose, filename), FileObject)
 
-    def get_file(self, file_id: str) -> JSON:
-        return self._json(calls.get_file(file_id), JSON)
+    def get_file(self, file_id: str) -> FileObject:
+        return self._json(calls.get_file(file_id), FileObject)
 
     def file_content(self, file_id: str) -> bytes:
         return (self._send(calls.file_content(file_id))).content
 
-    def list_files(self, *, purpose: str | None = None) -> JSON:
-        return self._json(calls.list_files(purpose), JSON)
+    def list_files(self, *, purpose: str | None = None) -> FileList:
+        return self._json(calls.list_files(purpose), FileList)
 
-    def delete_file(self, file_id: str) -> JSON:
-        return self._json(calls.delete_file(file_id), JSON)
+    def delete_file(self, file_id: str) -> FileDeleted:
+        return self._json(calls.delete_file(file_id), FileDeleted)
 
     def create_batch(
         self,
@@ -334,30 +339,27 @@ class SyncUniversalClient:
         endpoint: str = "/v1/chat/completions",
         completion_window: str = "24h",
         metadata: Mapping[str, str] | None = None,
-        idempotency_key: str | None = None,
-    ) -> JSON:
-        call = calls.create_batch(
-            input_file_id, endpoint, completion_window, metadata, idempotency_key
-        )
-        return self._json(call, JSON)
+    ) -> Batch:
+        call = calls.create_batch(input_file_id, endpoint, completion_window, metadata)
+        return self._json(call, Batch)
 
-    def get_batch(self, batch_id: str) -> JSON:
-        return self._json(calls.get_batch(batch_id), JSON)
+    def get_batch(self, batch_id: str) -> Batch:
+        return self._json(calls.get_batch(batch_id), Batch)
 
-    def list_batches(self, *, limit: int | None = None, after: str | None = None) -> JSON:
-        return self._json(calls.list_batches(limit, after), JSON)
+    def list_batches(self, *, limit: int | None = None, after: str | None = None) -> BatchList:
+        return self._json(calls.list_batches(limit, after), BatchList)
 
-    def cancel_batch(self, batch_id: str) -> JSON:
-        return self._json(calls.cancel_batch(batch_id), JSON)
+    def cancel_batch(self, batch_id: str) -> Batch:
+        return self._json(calls.cancel_batch(batch_id), Batch)
 
     def wait_batch(
         self, batch_id: str, *, poll_s: float = 0.5, timeout: float | None = None
-    ) -> JSON:
+    ) -> Batch:
         """Poll the batch until it is ``completed``, ``failed``, ``expired`` or ``cancelled``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             batch = self.get_batch(batch_id)
-            if batch.get("status") in calls.BATCH_TERMINAL:
+            if batch.status in BATCH_TERMINAL:
                 return batch
             if deadline is not None and time.monotonic() > deadline:
                 raise APITimeoutError(f"batch {batch_id} did not finish within {timeout} s")

@@ -1,7 +1,7 @@
 """The types the clients answer with: the server's own ``protocol`` Structs, plus ``Health``.
 
 Responses are decoded with msgspec into the same Structs the API encodes, so a field the
-server adds is one the client sees. Files and batches answer plain ``dict``\\s (OpenAI's shapes).
+server adds is one the client sees.
 """
 
 from __future__ import annotations
@@ -10,6 +10,14 @@ from typing import Any
 
 from msgspec import Struct
 
+from protocol.batches import (
+    BATCH_TERMINAL,
+    Batch,
+    BatchList,
+    FileDeleted,
+    FileList,
+    FileObject,
+)
 from protocol.events import DoneEvent, ErrorEvent, Event, StatusEvent, TokenEvent
 from protocol.jobs_api import Job, JobList
 from protocol.models import ModelOp, ModelOpList, ModelsOverview
@@ -41,8 +49,11 @@ class Health(Struct, kw_only=True):
 
 
 __all__ = [
+    "BATCH_TERMINAL",
     "JSON",
     "TERMINAL",
+    "Batch",
+    "BatchList",
     "ChatCompletionChunk",
     "ChatCompletionResponse",
     "CompletionChunk",
@@ -50,6 +61,9 @@ __all__ = [
     "DoneEvent",
     "ErrorEvent",
     "Event",
+    "FileDeleted",
+    "FileList",
+    "FileObject",
     "Health",
     "Job",
     "JobList",

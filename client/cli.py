@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from client._errors import JobError, UMLError
 from client._sync import SyncUniversalClient
-from client._types import DoneEvent, StatusEvent, TokenEvent
+from client._types import BATCH_TERMINAL, Batch, DoneEvent, StatusEvent, TokenEvent
 
 
 def add_parsers(sub: Any, models: argparse.ArgumentParser) -> None:
@@ -158,32 +158,29 @@ def _watch(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def _progress(batch: dict[str, Any]) -> str:
-    counts = batch.get("request_counts") or {}
-    total, done = counts.get("total", 0), counts.get("completed", 0)
-    failed = counts.get("failed", 0)
-    width = 30
-    filled = int(width * (done + failed) / total) if total else 0
-    return f"\r[{'#' * filled}{'.' * (width - filled)}] {done + failed}/{total} {batch['status']}"
+def _progress(batch: Batch) -> str:
+    counts = batch.request_counts
+    ended, total, width = counts.completed + counts.failed, counts.total, 30
+    filled = int(width * ended / total) if total else 0
+    return f"\r[{'#' * filled}{'.' * (width - filled)}] {ended}/{total} {batch.status}"
 
 
 def _submit(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             uploaded = client.upload_file(args.file, purpose="batch")
-            batch = client.create_batch(uploaded["id"], endpoint=args.endpoint)
-            print(f"batch {batch['id']}", file=sys.stderr)
-            while batch.get("status") not in ("completed", "failed", "expired", "cancelled"):
+            batch = client.create_batch(uploaded.id, endpoint=args.endpoint)
+            print(f"batch {batch.id}", file=sys.stderr)
+            while batch.status not in BATCH_TERMINAL:
                 print(_progress(batch), end="", file=sys.stderr, flush=True)
                 time.sleep(args.poll)
-                batch = client.get_batch(batch["id"])
+                batch = client.get_batch(batch.id)
             print(_progress(batch), file=sys.stderr)
-            output_id = batch.get("output_file_id")
-            if batch["status"] != "completed" or not output_id:
-                print(f"uml: batch {batch['id']} ended {batch['status']}", file=sys.stderr)
+            if batch.status != "completed" or not batch.output_file_id:
+                print(f"uml: batch {batch.id} ended {batch.status}", file=sys.stderr)
                 return 1
             target = args.output or args.file.with_name(f"{args.file.stem}.output.jsonl")
-            target.write_bytes(client.file_content(output_id))
+            target.write_bytes(client.file_content(batch.output_file_id))
     except UMLError as exc:
         return _fail(exc)
     print(target)

@@ -7,7 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
+import msgspec
 import openai
 import pytest
 import redis
@@ -46,12 +46,6 @@ async def aclient(api_url: str) -> UniversalClient:
 def sclient(api_url: str) -> SyncUniversalClient:
     with SyncUniversalClient(api_url, ADMIN_KEY) as client:
         yield client  # type: ignore[misc]
-
-
-def _route_landed(api_url: str, method: str, path: str) -> bool:
-    """Whether a route another issue builds is served (404 from routing means not yet)."""
-    r = httpx.request(method, api_url + path, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-    return not (r.status_code in (404, 405) and r.json()["error"].get("code") is None)
 
 
 async def test_async_service_and_generation(aclient: UniversalClient) -> None:
@@ -234,25 +228,46 @@ def test_model_ops_sync(sclient: SyncUniversalClient) -> None:
         sclient.model_op("op-nope")
 
 
-def test_files_and_batches_if_landed(api_url: str, sclient: SyncUniversalClient) -> None:
-    if not _route_landed(api_url, "GET", "/v1/files"):
-        pytest.skip("files and batches have not landed")
+def _batch_line(custom_id: str) -> bytes:
+    body = {"model": MODEL, "messages": HI, "max_tokens": 4}
+    line = {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+    return msgspec.json.encode(line) + b"\n"
+
+
+async def test_async_files_and_batches(aclient: UniversalClient) -> None:
+    uploaded = await aclient.upload_file(_batch_line("x") * 1, filename="a.jsonl")
+    assert (await aclient.get_file(uploaded.id)).bytes == uploaded.bytes
+    assert uploaded.id in [f.id for f in (await aclient.list_files(purpose="batch")).data]
+    batch = await aclient.create_batch(uploaded.id)
+    done = await aclient.wait_batch(batch.id, poll_s=0.2, timeout=90)
+    assert done.status == "completed" and done.output_file_id
+    assert b'"x"' in await aclient.file_content(done.output_file_id)
+    assert batch.id in [b.id for b in (await aclient.list_batches()).data]
+    many = await aclient.upload_file(b"".join(_batch_line(f"m{i}") for i in range(20)))
+    doomed = await aclient.create_batch(many.id)
+    assert (await aclient.cancel_batch(doomed.id)).status in {"cancelling", "cancelled"}
+    assert (await aclient.wait_batch(doomed.id, timeout=90)).status == "cancelled"
+    assert (await aclient.delete_file(uploaded.id)).deleted
+
+
+def test_sync_files_and_batches(sclient: SyncUniversalClient) -> None:
     line = (
         '{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", '
         f'"body": {{"model": "{MODEL}", "messages": [{{"role": "user", "content": "hi"}}], '
         '"max_tokens": 4}}\n'
     )
     uploaded = sclient.upload_file(line.encode(), filename="in.jsonl")
-    assert sclient.get_file(uploaded["id"])["id"] == uploaded["id"]
-    assert uploaded["id"] in [f["id"] for f in sclient.list_files()["data"]]
-    batch = sclient.create_batch(uploaded["id"])
-    assert sclient.get_batch(batch["id"])["id"] == batch["id"]
-    done = sclient.wait_batch(batch["id"], poll_s=0.2, timeout=90)
-    assert done["status"] == "completed"
-    out = sclient.file_content(done["output_file_id"])
+    assert sclient.get_file(uploaded.id).filename == "in.jsonl"
+    assert uploaded.id in [f.id for f in sclient.list_files().data]
+    batch = sclient.create_batch(uploaded.id, metadata={"run": "client"})
+    assert sclient.get_batch(batch.id).metadata == {"run": "client"}
+    done = sclient.wait_batch(batch.id, poll_s=0.2, timeout=90)
+    assert done.status == "completed" and done.request_counts.completed == 1
+    assert done.output_file_id is not None
+    out = sclient.file_content(done.output_file_id)
     assert b'"custom_id"' in out and b'"a"' in out
-    assert sclient.list_batches(limit=5)["data"]
-    sclient.delete_file(uploaded["id"])
+    assert batch.id in [b.id for b in sclient.list_batches(limit=5).data]
+    assert sclient.delete_file(uploaded.id).deleted
 
 
 def test_wait_job_times_out_on_a_job_that_never_starts(api_url: str, stack: Stack) -> None:
