@@ -14,6 +14,14 @@ LEASES = f"{PREFIX}:leases"
 """Running jobs' leases: a sorted set of job ids scored by lease expiry (Unix ms), set when
 a worker claims a job, renewed with its heartbeats, removed when the job ends."""
 
+QUEUED = f"{PREFIX}:queued"
+"""Queued jobs: a sorted set of job ids scored by when their message was last seen queued
+(Unix ms, Redis time); the reaper's orphan sweep re-pushes a message that vanished (kombu
+pops with BRPOP, so a reply lost in a Redis restart loses the message)."""
+
+KOMBU_UNACKED = "unacked"
+"""kombu's hash of delivered, unacknowledged messages by delivery tag (its default name)."""
+
 REAPER_LOCK = f"{PREFIX}:reaper"
 """Held (with a TTL) by the one worker whose reaper pass is running."""
 

@@ -146,6 +146,14 @@ class WorkerSettings(Struct, frozen=True, kw_only=True):
             "with code worker_lost.",
         ),
     ] = 3
+    interactive_slots: Annotated[
+        int,
+        Meta(
+            ge=-1,
+            description="Slots of each model that batch-priority jobs may not take, so an "
+            "interactive request starts at once under a batch backlog; -1: max(1, slots // 4).",
+        ),
+    ] = -1
     shutdown_grace_s: Annotated[
         float,
         Meta(

@@ -13,7 +13,7 @@ from typing import Any
 
 from celery import Celery
 
-from protocol.keys import TASK_GENERATE, broker_transport_options
+from protocol.keys import CELERY_PRIORITY_BATCH, TASK_GENERATE, broker_transport_options
 from protocol.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,11 @@ def generate(task: Any, job_id: str) -> str:
     """Run one job on the model its queue (``model.<name>``) names; returns its final status."""
     from workers.runtime import Runtime
 
-    routing_key = str((task.request.delivery_info or {}).get("routing_key") or "")
+    info = task.request.delivery_info or {}
+    routing_key = str(info.get("routing_key") or "")
     model = routing_key.removeprefix("model.") if routing_key.startswith("model.") else None
-    return Runtime.current().run_job(job_id, model)
+    interactive = int(info.get("priority") or 0) < CELERY_PRIORITY_BATCH
+    return Runtime.current().run_job(job_id, model, interactive=interactive)
 
 
 app = create_celery(get_settings().redis.url)

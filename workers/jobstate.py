@@ -31,6 +31,8 @@ class ActiveJob:
     stops: StopMatcher
     seq: int = 0
     """The last sequence number used in this job's event log."""
+    interactive: bool = False
+    """Interactive priority: the engine prefills it ahead of batched decoding."""
     forced_ids: list[int] = field(default_factory=list)
     """A resumed attempt's already-emitted tokens, fed to the engine as a forced prefix."""
     tokens: int = 0

@@ -14,6 +14,11 @@ For each job whose lease lapsed, one script decides atomically:
   **head** of its queue (it was running: it goes first), same task id, same delivery tag
   (the new worker's ack clears the dead worker's unacked entry).
 
+The pass also sweeps ``uml:queued`` for jobs queued long without their message being seen:
+one that is neither in its list nor delivered to a worker is pushed back (kombu pops with
+``BRPOP``, so a reply lost when Redis restarts loses the message; the job would wait
+forever).
+
 The next claim increments ``attempt`` and resumes from the event log (see
 :meth:`workers.runtime.Runtime.resume_state`); writes of an older attempt are fenced off
 by the sink, so a worker that was only stalled cannot interleave with the new attempt.
@@ -28,11 +33,22 @@ import msgspec
 import redis
 
 from protocol.events import FINALIZE_LUA, ErrorEvent, cancelled_unstarted, template
-from protocol.keys import LEASES, REAPER_LOCK, events_key, job_key, queue_name
+from protocol.keys import (
+    KOMBU_UNACKED,
+    LEASES,
+    QUEUED,
+    REAPER_LOCK,
+    events_key,
+    job_key,
+    queue_name,
+)
 from protocol.openai import ErrorInfo
 from workers.requeue import list_of
 
 log = logging.getLogger(__name__)
+
+ORPHAN_BATCH = 20
+"""Queued jobs a reaper pass looks at (the longest unseen first)."""
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -48,8 +64,8 @@ return #ARGV - 1
 """
 )
 
-# KEYS: job, events, leases, the job's queue list. ARGV: job id, max attempts, retention,
-# failed event template, error json, cancelled event template.
+# KEYS: job, events, leases, the job's queue list, the queued index. ARGV: job id, max
+# attempts, retention, failed event template, error json, cancelled event template.
 _REAP_ONE = (
     FINALIZE_LUA
     + _NOW_MS
@@ -74,13 +90,17 @@ end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'msg', task)
 redis.call('HDEL', KEYS[1], 'worker')
 redis.call('RPUSH', KEYS[4], task)
+redis.call('ZADD', KEYS[5], now_ms, ARGV[1])
 return 'requeued'
 """
 )
 
 
-# KEYS: job, leases, the job's queue list. ARGV: job id, the attempt handing back.
-_HAND_BACK = """
+# KEYS: job, leases, the job's queue list, the queued index. ARGV: job id, the attempt
+# handing back.
+_HAND_BACK = (
+    _NOW_MS
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'ended' end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 'fenced' end
 local task = redis.call('HGET', KEYS[1], 'task')
@@ -90,8 +110,33 @@ redis.call('HINCRBY', KEYS[1], 'handbacks', 1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'msg', task)
 redis.call('HDEL', KEYS[1], 'worker')
 redis.call('RPUSH', KEYS[3], task)
+redis.call('ZADD', KEYS[4], now_ms, ARGV[1])
 return 'handed_back'
 """
+)
+
+# KEYS: job, queued index, the job's queue list, kombu's unacked hash. ARGV: job id, the
+# message as read, its delivery tag. A queued job whose message is neither in its list nor
+# delivered to a worker lost it (kombu pops with BRPOP: a reply lost in a Redis restart is
+# a message gone): push it back. A duplicate is harmless, the claim runs a job once.
+_RESTORE = (
+    _NOW_MS
+    + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 'ended'
+end
+if redis.call('HGET', KEYS[1], 'msg') ~= ARGV[2] then
+  redis.call('ZADD', KEYS[2], now_ms, ARGV[1])
+  return 'moved'
+end
+redis.call('ZADD', KEYS[2], now_ms, ARGV[1])
+if redis.call('LPOS', KEYS[3], ARGV[2], 'RANK', -1) then return 'queued' end
+if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[3]) == 1 then return 'delivered' end
+redis.call('RPUSH', KEYS[3], ARGV[2])
+return 'restored'
+"""
+)
 
 
 def worker_lost(attempts: int) -> ErrorInfo:
@@ -114,6 +159,9 @@ class Reaper:
         self._renew = client.register_script(_RENEW)
         self._reap_one = client.register_script(_REAP_ONE)
         self._hand_back = client.register_script(_HAND_BACK)
+        self._restore = client.register_script(_RESTORE)
+        self.orphan_ms = 2 * self.lease_ms
+        """A queued job's message unseen this long is looked for (and restored if gone)."""
         error = worker_lost(max_attempts)
         self._failed = template(ErrorEvent(seq=0, error=error))
         self._error = msgspec.json.encode(error)
@@ -132,7 +180,15 @@ class Reaper:
             t_s, t_us = self.redis.time()
             now_ms = t_s * 1000 + t_us // 1000
             due = self.redis.zrangebyscore(LEASES, "-inf", now_ms, start=0, num=batch)
-            return {_text(raw): self._reap(_text(raw)) for raw in due}
+            outcomes = {_text(raw): self._reap(_text(raw)) for raw in due}
+            stale = self.redis.zrangebyscore(
+                QUEUED, "-inf", now_ms - self.orphan_ms, start=0, num=ORPHAN_BATCH
+            )
+            for raw in stale:
+                outcome = self._sweep(_text(raw))
+                if outcome == "restored":
+                    outcomes[_text(raw)] = outcome
+            return outcomes
         finally:
             self.redis.eval(
                 "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
@@ -147,16 +203,37 @@ class Reaper:
         model, task = self.redis.hmget(job_key(job_id), ["model", "task"])
         target = _target(_text(model or b""), task)
         outcome = _text(
-            self._hand_back(keys=[job_key(job_id), LEASES, target], args=[job_id, attempt])
+            self._hand_back(keys=[job_key(job_id), LEASES, target, QUEUED], args=[job_id, attempt])
         )
         log.info("job %s handed back at shutdown: %s", job_id, outcome)
+        return outcome
+
+    def _sweep(self, job_id: str) -> str:
+        """Look for a long-queued job's message; push it back if it is nowhere."""
+        model, msg = self.redis.hmget(job_key(job_id), ["model", "msg"])
+        if msg is None:
+            self.redis.zrem(QUEUED, job_id)
+            return "ended"
+        tag = ""
+        try:
+            tag = str(msgspec.json.decode(msg).get("properties", {}).get("delivery_tag") or "")
+        except (msgspec.DecodeError, AttributeError):
+            pass
+        target = _target(_text(model or b""), msg)
+        outcome = _text(
+            self._restore(
+                keys=[job_key(job_id), QUEUED, target, KOMBU_UNACKED], args=[job_id, msg, tag]
+            )
+        )
+        if outcome == "restored":
+            log.warning("job %s: its queued message was lost; pushed it back", job_id)
         return outcome
 
     def _reap(self, job_id: str) -> str:
         model, task = self.redis.hmget(job_key(job_id), ["model", "task"])
         target = _target(_text(model or b""), task)
         outcome = self._reap_one(
-            keys=[job_key(job_id), events_key(job_id), LEASES, target],
+            keys=[job_key(job_id), events_key(job_id), LEASES, target, QUEUED],
             args=[
                 job_id,
                 self.max_attempts,

@@ -29,6 +29,7 @@ return 1
 """
 
 _SEP = str(broker_transport_options()["sep"])
+LANE_FULL = "batch share of the slots taken"
 
 
 class Requeuer:
@@ -36,7 +37,7 @@ class Requeuer:
         self.redis = client
         self._script = client.register_script(_REQUEUE)
 
-    def give_back(self, job_id: str, model: str) -> str:
+    def give_back(self, job_id: str, model: str, why: str = "model not held here") -> str:
         """``requeued``, or ``skip`` for a job that is no longer queued (nothing to do)."""
         raw = self.redis.hget(job_key(job_id), "msg")
         if raw is None:
@@ -49,7 +50,8 @@ class Requeuer:
         moved = self._script(
             keys=[job_key(job_id), target], args=[raw, msgspec.json.encode(envelope)]
         )
-        log.info("job %s: model %s not held here; requeued=%s", job_id, model, bool(moved))
+        level = logging.DEBUG if why == LANE_FULL else logging.INFO
+        log.log(level, "job %s (%s): %s; requeued=%s", job_id, model, why, bool(moved))
         return "requeued"
 
 

@@ -63,6 +63,8 @@ class Resident:
     scheduler: Scheduler
     state: ModelPhase = "loading"
     inflight: int = 0
+    batch_inflight: int = 0
+    """Of ``inflight``, the batch-priority jobs (capped below the slots: the lane)."""
     """Task threads that took a job of this model and have not returned yet."""
     loaded_at: float = 0.0
     memory_bytes: int = 0

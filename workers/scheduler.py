@@ -97,6 +97,7 @@ class Scheduler:
                 prompt_ids=job.prompt_ids,
                 sampling=job.spec.sampling,
                 forced_ids=job.forced_ids,
+                urgent=job.interactive,
             )
         )
 

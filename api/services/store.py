@@ -2,7 +2,8 @@
 
 ``submit`` checks the ``Idempotency-Key``, the model's queue bound, then writes the job hash
 (with the Celery message kept in its ``msg`` field while queued, for the queue position),
-pushes the message onto kombu's list, indexes the job under its owner and stores the
+pushes the message onto kombu's list, indexes the job under its owner and in
+``uml:queued`` (for the workers' orphan sweep, see :mod:`workers.reaper`) and stores the
 idempotency key: one atomic round trip, so a job is recorded, queued and indexed together
 or not at all.
 
@@ -32,6 +33,7 @@ from protocol.keys import (
     CELERY_PRIORITY_INTERACTIVE,
     CELERY_PRIORITY_STEPS,
     IDEMPOTENCY_TTL_S,
+    QUEUED,
     TASK_GENERATE,
     events_key,
     idempotency_key,
@@ -41,7 +43,8 @@ from protocol.keys import (
 )
 from protocol.states import JobStatus, Priority
 
-# KEYS: job, owner index, idempotency key ('' for none), the model's lists by step.
+# KEYS: job, owner index, idempotency key ('' for none), the queued index, the model's
+#       lists by step.
 # ARGV: retention, max queued, index of the target list, message, job id, body hash,
 #       idempotency TTL, trim cutoff id, job key prefix, hash fields...
 _SUBMIT = """
@@ -55,16 +58,18 @@ if idem ~= '' then
   end
 end
 local queued, ahead, target = 0, 0, tonumber(ARGV[3])
-for i = 4, #KEYS do
+for i = 5, #KEYS do
   local n = redis.call('LLEN', KEYS[i])
   queued = queued + n
-  if i - 3 <= target then ahead = ahead + n end
+  if i - 4 <= target then ahead = ahead + n end
 end
 if queued >= tonumber(ARGV[2]) then return {'full', tostring(queued)} end
 local retention = tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'msg', ARGV[4], unpack(ARGV, 10))
 redis.call('EXPIRE', KEYS[1], retention)
-redis.call('LPUSH', KEYS[3 + tonumber(ARGV[3])], ARGV[4])
+redis.call('LPUSH', KEYS[4 + target], ARGV[4])
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[4], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[5])
 redis.call('ZADD', KEYS[2], 0, ARGV[5])
 redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[8])
 redis.call('EXPIRE', KEYS[2], retention)
@@ -229,7 +234,7 @@ class JobStore:
             job_key(""),
             *fields,
         ]
-        keys = [job_key(job_id), jobs_index_key(owner), idem_key, *lists]
+        keys = [job_key(job_id), jobs_index_key(owner), idem_key, QUEUED, *lists]
         reply = await self._submit(keys=keys, args=args)
         outcome, value = reply[0].decode(), reply[1].decode()
         if outcome == "full":

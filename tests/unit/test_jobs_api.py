@@ -16,7 +16,7 @@ from api.services.store import view_status
 from api.validation import job_submission, parse_deadline
 from protocol.events import decode_event, expired_unstarted, template
 from protocol.jobs import JobRecord, record_to_hash
-from protocol.keys import LEASES, events_key, job_key
+from protocol.keys import LEASES, QUEUED, events_key, job_key
 from protocol.settings import ServerSettings
 from protocol.states import JobStatus, Priority
 from workers.runtime import _CLAIM
@@ -86,7 +86,7 @@ def test_claim_script_expires_a_job_past_its_deadline(redis_url: str) -> None:
         client.hset(job_key(record.id), "msg", "m")
     args = ["w-1", now, template(expired_unstarted()), 600, 15_000]
     try:
-        late_keys = [job_key("late"), events_key("late"), LEASES]
+        late_keys = [job_key("late"), events_key("late"), LEASES, QUEUED]
         outcome = claim(keys=late_keys, args=[*args, "late"])
         assert outcome[:3] == [b"expired", 0, 1]
         fields = client.hgetall(job_key("late"))
@@ -98,10 +98,13 @@ def test_claim_script_expires_a_job_past_its_deadline(redis_url: str) -> None:
         again = claim(keys=late_keys, args=[*args, "late"])
         assert again[0] == b"skip:expired"
         assert client.zscore(LEASES, "late") is None
-        claimed = claim(keys=[job_key("ok"), events_key("ok"), LEASES], args=[*args, "ok"])
+        client.zadd(QUEUED, {"ok": 1})
+        keys = [job_key("ok"), events_key("ok"), LEASES, QUEUED]
+        claimed = claim(keys=keys, args=[*args, "ok"])
         assert claimed[:2] == [b"claimed", 1]
         assert client.hget(job_key("ok"), "msg") is None
         assert client.hget(job_key("ok"), "task") == b"m"  # the reaper re-sends it
         assert client.zscore(LEASES, "ok") is not None
+        assert client.zscore(QUEUED, "ok") is None
     finally:
         client.close()

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from protocol.events import TokenEvent, decode_event
-from protocol.keys import LEASES, events_key, job_key
+from protocol.keys import LEASES, QUEUED, events_key, job_key
 from workers.reaper import Reaper
 from workers.requeue import list_of
 from workers.sink import JobWrite, RedisSink
@@ -89,3 +89,21 @@ def test_the_sink_fences_writes_of_an_older_attempt(client: redis.Redis) -> None
     assert sink.flush([current], []) == set()
     assert client.hget(job_key("j"), "text") == b"new"
     assert client.zscore(LEASES, "j") is None  # the final write ends the lease
+
+
+def test_the_sweep_restores_a_queued_job_whose_message_vanished(client: redis.Redis) -> None:
+    queue = list_of("model.tiny", 6)
+    for job_id in ("lost", "waiting", "delivered"):
+        client.hset(job_key(job_id), mapping={"status": "queued", "model": "tiny"})
+        client.zadd(QUEUED, {job_id: 0})  # unseen since the epoch
+    lost, waiting = TASK.replace("t1", "t-lost"), TASK.replace("t1", "t-wait")
+    delivered = TASK.replace("t1", "t-held")
+    client.hset(job_key("lost"), "msg", lost)
+    client.hset(job_key("waiting"), "msg", waiting)
+    client.hset(job_key("delivered"), "msg", delivered)
+    client.lpush(queue, waiting)
+    client.hset("unacked", "t-held", "[]")
+    reaper = Reaper(client, lease_s=2, max_attempts=3, retention_s=60)
+    assert reaper.reap("me") == {"lost": "restored"}
+    assert client.lrange(queue, 0, -1) == [waiting.encode(), lost.encode()]
+    assert reaper.reap("me") == {}  # seen now: not looked at again for a while

@@ -152,6 +152,8 @@ class TorchEngine:
         model = self._require_model()
         outputs: list[StepOutput] = []
         with torch.inference_mode():
+            if self._running and any(j.urgent for j in self._waiting):
+                return self._admit_urgent(model)
             group = self._mixable() if self._running else []
             if group:
                 return outputs + self._mixed(model, group)
@@ -222,6 +224,27 @@ class TorchEngine:
             group.append(_Running(job, _row_sampling(job.sampling), generated=len(job.forced_ids)))
         if group:
             outputs += self._prefill(model, group)
+        return outputs
+
+    def _admit_urgent(self, model: PreTrainedModel) -> list[StepOutput]:
+        """Prefill the waiting interactive jobs alone, this step: their first token comes
+        after one small forward instead of after a decode step over every running row
+        (the running rows skip this step, one step later)."""
+        outputs: list[StepOutput] = []
+        group: list[_Running] = []
+        for job in [j for j in self._waiting if j.urgent]:
+            if len(self._running) + len(group) >= self.max_batch:
+                break
+            self._waiting.remove(job)
+            done = self._reject(job)
+            if done is not None:
+                outputs.append(done)
+                continue
+            group.append(_Running(job, _row_sampling(job.sampling), generated=len(job.forced_ids)))
+        if group:
+            outputs += self._prefill(model, group)
+        elif self._running:  # no room: decode as usual
+            outputs += self._decode(model)
         return outputs
 
     def _mixable(self) -> list[_Running]:
