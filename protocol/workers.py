@@ -26,6 +26,14 @@ class ModelState(Struct, kw_only=True):
     """Memory the loaded weights take (0 while loading or where unknown)."""
     max_seq_len: int = 0
     loaded_at: float = 0.0
+    load_seconds: float = 0.0
+    """How long the last load of the weights took."""
+    tokens_total: int = 0
+    """Tokens this worker's engine produced for the model since it loaded it."""
+    steps_total: int = 0
+    """Engine steps (one batched forward each) since the load."""
+    batch_size: int = 0
+    """Jobs in the engine's last step."""
 
 
 class WorkerInfo(Struct, kw_only=True):

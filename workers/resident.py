@@ -63,10 +63,11 @@ class Resident:
     scheduler: Scheduler
     state: ModelPhase = "loading"
     inflight: int = 0
+    """Task threads that took a job of this model and have not returned yet."""
     batch_inflight: int = 0
     """Of ``inflight``, the batch-priority jobs (capped below the slots: the lane)."""
-    """Task threads that took a job of this model and have not returned yet."""
     loaded_at: float = 0.0
+    load_seconds: float = 0.0
     memory_bytes: int = 0
 
     @classmethod
@@ -83,7 +84,9 @@ class Resident:
     def load(self) -> None:
         """Load the weights (any thread but the scheduler's, before it starts)."""
         before = device_used(self.spec.device)
+        started = time.monotonic()
         self.engine.load(self.spec.path)
+        self.load_seconds = time.monotonic() - started
         grown = max(0, device_used(self.spec.device) - before)
         self.memory_bytes = model_bytes(self.engine) or grown
         self.loaded_at = time.time()
@@ -107,6 +110,10 @@ class Resident:
             memory_bytes=self.memory_bytes,
             max_seq_len=self.spec.max_seq_len,
             loaded_at=self.loaded_at,
+            load_seconds=self.load_seconds,
+            tokens_total=self.scheduler.tokens_total,
+            steps_total=self.scheduler.steps_total,
+            batch_size=self.scheduler.batch_size,
         )
 
 

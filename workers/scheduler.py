@@ -28,6 +28,11 @@ class Scheduler:
         self._jobs: dict[str, ActiveJob] = {}
         self._stopping = threading.Event()
         self._handing_back = threading.Event()
+        self.tokens_total = 0
+        """Tokens the engine produced (heartbeats report it; the API exports it)."""
+        self.steps_total = 0
+        self.batch_size = 0
+        """Jobs in the last engine step."""
         self._thread = threading.Thread(target=self._run, name="uml-scheduler", daemon=True)
 
     @property
@@ -72,7 +77,11 @@ class Scheduler:
         if not self._jobs:
             return
         if any(not job.finished for job in self._jobs.values()):
-            for output in self._engine.step():
+            self.batch_size = len(self._jobs)
+            outputs = self._engine.step()
+            self.steps_total += 1
+            for output in outputs:
+                self.tokens_total += len(output.token_ids)
                 self._apply(output)
         self._flush()
 

@@ -36,3 +36,23 @@ def test_a_streamed_completion_shows_up_in_metrics(http: httpx.Client) -> None:
     wait_for(
         lambda: value(http.get("/metrics").text, "uml_open_streams") == 0, 10, "no open stream"
     )
+
+
+def test_workers_report_their_engine_series_through_their_heartbeats(http: httpx.Client) -> None:
+    body = {"model": "tiny", "prompt": "count", "max_tokens": 8, "temperature": 0}
+    assert http.post("/v1/completions", json=body).status_code == 200
+
+    def tokens(text: str) -> float:
+        found = re.findall(
+            r'^uml_worker_tokens_total\{model="tiny",worker="[^"]+"\} (\S+)$', text, re.M
+        )
+        return sum(float(v) for v in found)
+
+    # heartbeats carry the counters; the next beat (1 s) after the job shows its tokens
+    wait_for(lambda: tokens(http.get("/metrics").text) >= 8, 10, "the worker's token count")
+    text = http.get("/metrics").text
+    assert re.search(
+        r'^uml_worker_engine_steps_total\{model="tiny",worker="\S+"\} [1-9]', text, re.M
+    )
+    assert re.search(r'^uml_worker_model_load_seconds\{model="tiny",worker="\S+"\} ', text, re.M)
+    assert re.search(r'^uml_worker_free_slots\{worker="\S+"\} ', text, re.M)
