@@ -48,7 +48,7 @@ from protocol.batches import (
     LineResponse,
     OutputLine,
 )
-from protocol.jobs import JobRecord
+from protocol.jobs import queued_record
 from protocol.keys import (
     BATCH_RUNNER_LEASE,
     BATCHES_ACTIVE,
@@ -350,18 +350,8 @@ class BatchRunner:
         deadline = float(fields["expires_at"])
         for offset, item in enumerate(raw):
             prepared = _prepared.decode(item)
-            record = JobRecord(
-                id="",
-                model=prepared.spec.model,
-                kind=prepared.spec.kind,
-                status=JobStatus.QUEUED,
-                priority=Priority.BATCH,
-                created_at=time.time(),
-                spec=prepared.spec,
-                owner=owner,
-                deadline=deadline,
-                metadata={"batch_id": batch_id, "custom_id": prepared.custom_id},
-            )
+            metadata = {"batch_id": batch_id, "custom_id": prepared.custom_id}
+            record = queued_record(prepared.spec, owner, Priority.BATCH, deadline, metadata)
             try:
                 submitted = await self.store.submit(
                     record, f"batch:{batch_id}:{prepared.line}", batch_id

@@ -67,6 +67,28 @@ class JobRecord(Struct, kw_only=True):
     metadata: dict[str, str] | None = None
 
 
+def queued_record(
+    spec: JobSpec,
+    owner: str,
+    priority: Priority,
+    deadline: float | None = None,
+    metadata: dict[str, str] | None = None,
+) -> JobRecord:
+    """A new job as submitted: ``queued`` now; :meth:`JobStore.submit` gives it its id."""
+    return JobRecord(
+        id="",
+        model=spec.model,
+        kind=spec.kind,
+        status=JobStatus.QUEUED,
+        priority=priority,
+        created_at=time.time(),
+        spec=spec,
+        owner=owner,
+        deadline=deadline,
+        metadata=metadata or None,
+    )
+
+
 _JSON_FIELDS = frozenset({"usage", "error", "spec", "metadata"})
 
 

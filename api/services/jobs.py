@@ -8,7 +8,6 @@ Submission contract (the workers rely on it): in one atomic script, the job hash
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -19,10 +18,10 @@ from api.errors import APIError, unavailable
 from api.relay import Relay, RelayUnavailable
 from api.services.store import JobStore, QueueFull
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
-from protocol.jobs import JobRecord, JobSpec
+from protocol.jobs import JobSpec, queued_record
 from protocol.keys import job_key
 from protocol.openai import ErrorInfo, Usage
-from protocol.states import JobStatus, Priority
+from protocol.states import Priority
 
 
 class Result(Struct, kw_only=True):
@@ -49,16 +48,7 @@ async def submit(
 
     A full model queue answers 503 with ``Retry-After``.
     """
-    record = JobRecord(
-        id="",
-        model=spec.model,
-        kind=spec.kind,
-        status=JobStatus.QUEUED,
-        priority=priority,
-        created_at=time.time(),
-        spec=spec,
-        owner=owner,
-    )
+    record = queued_record(spec, owner, priority)
     try:
         return (await store.submit(record)).job_id
     except QueueFull as exc:

@@ -7,7 +7,6 @@ and the relay, and turn records into :class:`protocol.jobs_api.Job`.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from api.security.limits import Limiter, Policy
 from api.services.jobs import queue_full
 from api.services.store import IdempotencyConflict, JobStore, QueueFull, Snapshot, view_status
 from protocol.events import Event, encode_event, is_final
-from protocol.jobs import JobRecord, JobSpec
+from protocol.jobs import JobRecord, JobSpec, queued_record
 from protocol.jobs_api import Job, JobList, JobTimings
 from protocol.states import TERMINAL, JobStatus, Priority
 
@@ -82,18 +81,7 @@ async def submit(
     store: JobStore, owner: str, job: NewJob, idem: str | None, raw_body: bytes
 ) -> tuple[Job, bool]:
     """Queue ``job``; return it and whether it was an idempotent replay."""
-    record = JobRecord(
-        id="",
-        model=job.spec.model,
-        kind=job.spec.kind,
-        status=JobStatus.QUEUED,
-        priority=job.priority,
-        created_at=time.time(),
-        spec=job.spec,
-        owner=owner,
-        deadline=job.deadline,
-        metadata=job.metadata or None,
-    )
+    record = queued_record(job.spec, owner, job.priority, job.deadline, job.metadata)
     try:
         submitted = await store.submit(record, idem, body_hash(raw_body) if idem else "")
     except QueueFull as exc:
