@@ -284,6 +284,7 @@ class Runtime:
         from celery.signals import worker_shutting_down
 
         worker_shutting_down.connect(self.begin_shutdown, weak=False)
+        quiet_task_lines()
 
     def begin_shutdown(self, **_: Any) -> None:
         """SIGTERM (Celery's warm shutdown takes no new task and waits for running ones):
@@ -622,3 +623,12 @@ def limit_cpu_threads(wanted: int) -> None:
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
     torch.set_num_threads(wanted or max(1, usable - 1))
+
+
+def quiet_task_lines() -> None:
+    """Celery logs two INFO lines per task (received, succeeded); the interactive lane
+    cycles batch messages up to 50 times a second per spare thread under a backlog, so those
+    lines would flood the log. They stay visible at DEBUG; failures are logged as errors."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(name).setLevel(logging.WARNING)
