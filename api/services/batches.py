@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ import redis.asyncio as aioredis
 from api import validation
 from api.errors import APIError, invalid_request
 from api.services.files import FileStore
+from api.services.paging import newest_first
 from protocol.batches import (
     BATCH_ENDPOINTS,
     BATCH_TERMINAL,
@@ -342,27 +344,11 @@ class BatchStore:
         return await self.get(owner, batch_id)
 
     async def page(self, owner: str, after: str | None, limit: int) -> tuple[list[Batch], bool]:
-        index = batches_index_key(owner)
-        start = f"({after}" if after else "+"
-        found: list[Batch] = []
-        while len(found) < limit:
-            ids = [_text(i) for i in await self.redis.zrevrangebylex(index, start, "-", 0, 100)]
-            if not ids:
-                return found, False
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for batch_id in ids:
-                    pipe.hgetall(batch_key(batch_id))
-                rows = await pipe.execute()
-            gone: list[str] = []
-            for batch_id, raw in zip(ids, rows, strict=True):
-                start = f"({batch_id}"
-                if not raw:
-                    gone.append(batch_id)
-                    continue
-                found.append(to_batch(raw))
-                if len(found) == limit:
-                    break
-            if gone:
-                await self.redis.zrem(index, *gone)
-        more = bool(await self.redis.zrevrangebylex(index, start, "-", 0, 1))
-        return found, more
+        return await newest_first(self.redis, batches_index_key(owner), after, limit, self._load)
+
+    async def _load(self, ids: Sequence[str]) -> list[Batch | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for batch_id in ids:
+                pipe.hgetall(batch_key(batch_id))
+            rows = await pipe.execute()
+        return [to_batch(raw) if raw else None for raw in rows]

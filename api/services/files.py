@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from api.errors import APIError
+from api.services.paging import newest_first
 from protocol.batches import FileObject
 from protocol.keys import file_key, files_index_key
 
@@ -122,31 +124,22 @@ class FileStore:
     ) -> tuple[list[FileObject], bool]:
         """Up to ``limit`` of ``owner``'s files after ``after``, newest first; and whether
         more follow. Ids whose file expired are dropped from the index as they are met."""
-        index = files_index_key(owner)
-        start = f"({after}" if after else "+"
-        found: list[FileObject] = []
-        while len(found) < limit:
-            ids = [
-                _text(i) or "" for i in await self.redis.zrevrangebylex(index, start, "-", 0, 100)
-            ]
-            if not ids:
-                return found, False
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for file_id in ids:
-                    pipe.hmget(file_key(file_id), META_FIELDS)
-                rows = await pipe.execute()
-            gone: list[str] = []
-            for file_id, row in zip(ids, rows, strict=True):
-                fields = {k: _text(v) for k, v in zip(META_FIELDS, row, strict=True)}
-                start = f"({file_id}"
-                if fields["id"] is None:
-                    gone.append(file_id)
-                    continue
-                if purpose is None or fields["purpose"] == purpose:
-                    found.append(_object(fields))
-                    if len(found) == limit:
-                        break
-            if gone:
-                await self.redis.zrem(index, *gone)
-        more = bool(await self.redis.zrevrangebylex(index, start, "-", 0, 1))
-        return found, more
+        return await newest_first(
+            self.redis,
+            files_index_key(owner),
+            after,
+            limit,
+            self._objects,
+            lambda obj: purpose is None or obj.purpose == purpose,
+        )
+
+    async def _objects(self, ids: Sequence[str]) -> list[FileObject | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for file_id in ids:
+                pipe.hmget(file_key(file_id), META_FIELDS)
+            rows = await pipe.execute()
+        out: list[FileObject | None] = []
+        for row in rows:
+            fields = {k: _text(v) for k, v in zip(META_FIELDS, row, strict=True)}
+            out.append(None if fields["id"] is None else _object(fields))
+        return out
