@@ -56,6 +56,7 @@ from protocol.keys import (
     batch_part_key,
     file_key,
     job_key,
+    reply_text,
 )
 from protocol.openai import ErrorInfo, ErrorResponse, Usage
 from protocol.settings import Settings
@@ -106,12 +107,6 @@ JOB_FIELDS = (
     "created_at",
     "model",
 )
-
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -186,7 +181,7 @@ class BatchRunner:
         if not await self._lease(keys=[BATCH_RUNNER_LEASE], args=[self.holder, ttl_ms]):
             return False
         for raw in await self.redis.smembers(BATCHES_ACTIVE):
-            batch_id = _text(raw)
+            batch_id = reply_text(raw)
             try:
                 await self.advance(batch_id)
             except (RedisError, asyncio.CancelledError):
@@ -197,7 +192,8 @@ class BatchRunner:
 
     async def advance(self, batch_id: str) -> None:
         fields = {
-            _text(k): _text(v) for k, v in (await self.redis.hgetall(batch_key(batch_id))).items()
+            reply_text(k): reply_text(v)
+            for k, v in (await self.redis.hgetall(batch_key(batch_id))).items()
         }
         status = fields.get("status")
         if status is None or status in (
@@ -368,7 +364,7 @@ class BatchRunner:
     async def _collect(self, batch_id: str, fields: dict[str, str], reason: str | None) -> None:
         """Record the line of every pending job that has finished."""
         pending = batch_part_key(batch_id, "pending")
-        ids = [_text(i) for i in await self.redis.smembers(pending)]
+        ids = [reply_text(i) for i in await self.redis.smembers(pending)]
         if not ids:
             return
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -383,7 +379,7 @@ class BatchRunner:
         ]
         for job_id, row in zip(ids, rows, strict=True):
             job = dict(zip(JOB_FIELDS, row, strict=True))
-            status = _text(job["status"])
+            status = reply_text(job["status"])
             if status and JobStatus(status) not in TERMINAL:
                 continue
             target, line, usage = self._result_line(batch_id, fields, job_id, job, reason)
@@ -413,18 +409,18 @@ class BatchRunner:
         metadata = msgspec.json.decode(job["metadata"]) if job["metadata"] else {}
         custom_id = metadata.get("custom_id")
         line_id = f"batch_req_{job_id}"
-        status = _text(job["status"])
+        status = reply_text(job["status"])
         usage = msgspec.json.decode(job["usage"], type=Usage) if job["usage"] else None
         if status == JobStatus.SUCCEEDED:
             result = Result(
-                text=_text(job["text"]),
-                finish_reason=_text(job["finish_reason"]) or "stop",
+                text=reply_text(job["text"]),
+                finish_reason=reply_text(job["finish_reason"]) or "stop",
                 usage=usage or Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
             )
-            created = int(float(_text(job["created_at"]) or 0))
+            created = int(float(reply_text(job["created_at"]) or 0))
             chat = fields["endpoint"] == "/v1/chat/completions"
             render = chat_response if chat else completion_response
-            body = render(job_id, _text(job["model"]), created, result)
+            body = render(job_id, reply_text(job["model"]), created, result)
             response = LineResponse(
                 status_code=200, request_id=job_id, body=msgspec.Raw(_encode(body))
             )
@@ -459,7 +455,7 @@ class BatchRunner:
         if not fields.get("stop_sent"):
             owner = fields.get("owner", "")
             for raw in await self.redis.smembers(pending):
-                await self.store.cancel(_text(raw), owner)
+                await self.store.cancel(reply_text(raw), owner)
             await self.redis.hset(key, "stop_sent", "1")
             await self._collect(batch_id, fields, reason)
         if await self.redis.scard(pending):
@@ -493,7 +489,7 @@ class BatchRunner:
         owner = fields.get("owner", "")
         async with self.redis.pipeline(transaction=True) as pipe:
             await pipe.watch(key)
-            if _text(await pipe.hget(key, "status")) != from_status:
+            if reply_text(await pipe.hget(key, "status")) != from_status:
                 return  # another runner got here first
             out = [_bytes(line) for line in await pipe.lrange(parts[2], 0, -1)]
             err = [_bytes(line) for line in await pipe.lrange(parts[3], 0, -1)] + extra

@@ -52,6 +52,13 @@ def apikey_key(key_id: str) -> str:
     return f"{PREFIX}:apikey:{key_id}"
 
 
+def reply_text(value: bytes | str | None) -> str:
+    """A Redis reply as text (redis-py answers bytes unless told otherwise); ``""`` for nil."""
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def job_key(job_id: str) -> str:
     """The job record: a Redis hash of :class:`protocol.jobs.JobRecord` fields."""
     return f"{PREFIX}:job:{job_id}"

@@ -41,6 +41,7 @@ from protocol.keys import (
     events_key,
     job_key,
     queue_name,
+    reply_text,
 )
 from protocol.openai import ErrorInfo
 from workers.requeue import list_of
@@ -180,14 +181,14 @@ class Reaper:
             t_s, t_us = self.redis.time()
             now_ms = t_s * 1000 + t_us // 1000
             due = self.redis.zrangebyscore(LEASES, "-inf", now_ms, start=0, num=batch)
-            outcomes = {_text(raw): self._reap(_text(raw)) for raw in due}
+            outcomes = {reply_text(raw): self._reap(reply_text(raw)) for raw in due}
             stale = self.redis.zrangebyscore(
                 QUEUED, "-inf", now_ms - self.orphan_ms, start=0, num=ORPHAN_BATCH
             )
             for raw in stale:
-                outcome = self._sweep(_text(raw))
+                outcome = self._sweep(reply_text(raw))
                 if outcome == "restored":
-                    outcomes[_text(raw)] = outcome
+                    outcomes[reply_text(raw)] = outcome
             return outcomes
         finally:
             self.redis.eval(
@@ -201,8 +202,8 @@ class Reaper:
         """Put a job this worker stopped (shutting down) back at the head of its queue; a
         hand-back does not count towards the attempt cap."""
         model, task = self.redis.hmget(job_key(job_id), ["model", "task"])
-        target = _target(_text(model or b""), task)
-        outcome = _text(
+        target = _target(reply_text(model or b""), task)
+        outcome = reply_text(
             self._hand_back(keys=[job_key(job_id), LEASES, target, QUEUED], args=[job_id, attempt])
         )
         log.info("job %s handed back at shutdown: %s", job_id, outcome)
@@ -219,8 +220,8 @@ class Reaper:
             tag = str(msgspec.json.decode(msg).get("properties", {}).get("delivery_tag") or "")
         except (msgspec.DecodeError, AttributeError):
             pass
-        target = _target(_text(model or b""), msg)
-        outcome = _text(
+        target = _target(reply_text(model or b""), msg)
+        outcome = reply_text(
             self._restore(
                 keys=[job_key(job_id), QUEUED, target, KOMBU_UNACKED], args=[job_id, msg, tag]
             )
@@ -231,7 +232,7 @@ class Reaper:
 
     def _reap(self, job_id: str) -> str:
         model, task = self.redis.hmget(job_key(job_id), ["model", "task"])
-        target = _target(_text(model or b""), task)
+        target = _target(reply_text(model or b""), task)
         outcome = self._reap_one(
             keys=[job_key(job_id), events_key(job_id), LEASES, target, QUEUED],
             args=[
@@ -243,7 +244,7 @@ class Reaper:
                 self._cancelled,
             ],
         )
-        outcome = _text(outcome)
+        outcome = reply_text(outcome)
         if outcome != "renewed":
             log.warning("job %s: lease lapsed (its worker is gone): %s", job_id, outcome)
         return outcome
@@ -259,7 +260,3 @@ def _target(model: str, task: Any) -> str:
         except (msgspec.DecodeError, ValueError, AttributeError):
             priority = 0
     return list_of(queue_name(model), priority)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

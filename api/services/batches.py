@@ -45,7 +45,7 @@ from protocol.batches import (
 )
 from protocol.jobs import JobSpec
 from protocol.jobs_api import MAX_METADATA_KEY_CHARS, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_CHARS
-from protocol.keys import BATCHES_ACTIVE, batch_key, batches_index_key
+from protocol.keys import BATCHES_ACTIVE, batch_key, batches_index_key, reply_text
 from protocol.settings import ServerSettings
 
 _create_decoder = msgspec.json.Decoder(BatchCreate)
@@ -224,13 +224,9 @@ def _creation(body: bytes) -> BatchCreate:
     return req
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def to_batch(raw: dict[Any, Any]) -> Batch:
     """A batch hash (as HGETALL returns it) → the wire object."""
-    f = {_text(k): _text(v) for k, v in raw.items()}
+    f = {reply_text(k): reply_text(v) for k, v in raw.items()}
 
     def num(name: str) -> int:
         return int(f.get(name) or 0)
@@ -324,7 +320,7 @@ class BatchStore:
 
     async def get(self, owner: str, batch_id: str) -> Batch:
         raw = await self.redis.hgetall(batch_key(batch_id))
-        if not raw or _text(raw.get(b"owner", b"")) != owner:
+        if not raw or reply_text(raw.get(b"owner", b"")) != owner:
             raise not_found(batch_id)
         return to_batch(raw)
 
@@ -332,7 +328,7 @@ class BatchStore:
         outcome = await self._cancel(keys=[batch_key(batch_id)], args=[owner, int(time.time())])
         if not outcome:
             raise not_found(batch_id)
-        status = _text(outcome)
+        status = reply_text(outcome)
         if status in BATCH_TERMINAL or status == BatchStatus.FINALIZING:
             if status != BatchStatus.CANCELLED:
                 raise APIError(

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from api.errors import APIError
 from api.services.paging import newest_first
 from protocol.batches import FileObject
-from protocol.keys import file_key, files_index_key
+from protocol.keys import file_key, files_index_key, reply_text
 
 META_FIELDS = ("id", "bytes", "created_at", "filename", "purpose", "expires_at", "owner")
 
@@ -36,13 +36,7 @@ def not_found(file_id: str) -> APIError:
     return APIError(404, f"No file with id `{file_id}`", param="file_id", code="file_not_found")
 
 
-def _text(value: bytes | str | None) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _object(fields: dict[str, str | None]) -> FileObject:
+def _object(fields: dict[str, str]) -> FileObject:
     expires = fields.get("expires_at")
     return FileObject(
         id=fields["id"] or "",
@@ -100,15 +94,15 @@ class FileStore:
 
     async def get(self, owner: str, file_id: str) -> FileObject:
         raw = await self.redis.hmget(file_key(file_id), META_FIELDS)
-        fields = {k: _text(v) for k, v in zip(META_FIELDS, raw, strict=True)}
-        if fields["id"] is None or fields["owner"] != owner:
+        fields = {k: reply_text(v) for k, v in zip(META_FIELDS, raw, strict=True)}
+        if not fields["id"] or fields["owner"] != owner:
             raise not_found(file_id)
         return _object(fields)
 
     async def content(self, owner: str, file_id: str) -> bytes:
         key = file_key(file_id)
         found_owner, content = await self.redis.hmget(key, ["owner", "content"])
-        if _text(found_owner) != owner or content is None:
+        if reply_text(found_owner) != owner or content is None:
             raise not_found(file_id)
         return content if isinstance(content, bytes) else content.encode()
 
@@ -140,6 +134,6 @@ class FileStore:
             rows = await pipe.execute()
         out: list[FileObject | None] = []
         for row in rows:
-            fields = {k: _text(v) for k, v in zip(META_FIELDS, row, strict=True)}
-            out.append(None if fields["id"] is None else _object(fields))
+            fields = {k: reply_text(v) for k, v in zip(META_FIELDS, row, strict=True)}
+            out.append(_object(fields) if fields["id"] else None)
         return out

@@ -40,6 +40,7 @@ from protocol.keys import (
     job_key,
     jobs_index_key,
     queue_name,
+    reply_text,
 )
 from protocol.states import JobStatus, Priority
 
@@ -250,7 +251,7 @@ class JobStore:
         model = await self.redis.hget(job_key(job_id), "model")
         if model is None:
             return None
-        keys = [job_key(job_id), events_key(job_id), *model_lists(_text(model))]
+        keys = [job_key(job_id), events_key(job_id), *model_lists(reply_text(model))]
         args: list[Any] = [owner, time.time(), self.retention_s, self._expired]
         reply = await self._read(keys=keys, args=args)
         if not reply:
@@ -289,7 +290,7 @@ class JobStore:
         while len(found) < limit and examined < scan:
             batch = min(100, scan - examined)
             raw = await self.redis.zrevrangebylex(index, start, "-", 0, batch)
-            ids = [_text(i) for i in raw]
+            ids = [reply_text(i) for i in raw]
             if not ids:
                 return found, cursor, False
             records = await self._records(ids)
@@ -314,10 +315,6 @@ class JobStore:
             fields = {k: v for k, v in zip(VIEW_FIELDS, row, strict=True) if v is not None}
             out.append(from_hash(fields) if "id" in fields else None)
         return out
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def view_status(record: JobRecord, now: float | None = None) -> JobStatus:
