@@ -132,6 +132,31 @@ def assert_is_reference_greedy(
         )
 
 
+@torch.inference_mode()
+def test_exllamav2_prefill_is_causal_and_close_to_fp32(
+    exl_engine: Engine, reference: torch.nn.Module
+) -> None:
+    """One forward pass over a prompt: a position's logits ignore later tokens, match fp32.
+
+    The first H200 run failed greedy agreement at the third token; ExLlamaV2's SDPA
+    fallback had prefilled without a causal mask (workers/engines/exllamav2.py:
+    attention_plan). This pins the cause, not just the symptom.
+    """
+    model = exl_engine.model  # type: ignore[attr-defined]
+    prompt = PROMPTS[0]
+    ids = torch.tensor([prompt], dtype=torch.long)
+    changed = ids.clone()
+    changed[0, -1] = 77
+    logits = model.forward(ids).float()[0].cpu()
+    other = model.forward(changed).float()[0].cpu()
+    leak = float((logits[:-1] - other[:-1]).abs().max())
+    std = float(logits.std())
+    assert leak <= 1e-3 * std, f"later tokens moved earlier logits by {leak:.4f} (std {std:.3f})"
+    want = reference(input_ids=ids.to("cuda:0")).logits[0].float().cpu()
+    error = float((logits - want).abs().max()) / float(want.std())
+    assert error <= 0.05, f"max |logit - fp32| is {error:.4f} logit std"
+
+
 def test_exllamav2_greedy_is_fp32_greedy(exl_engine: Engine, reference: torch.nn.Module) -> None:
     for prompt, got in zip(PROMPTS, greedy_tokens(exl_engine, PROMPTS, NEW_TOKENS), strict=True):
         assert got, "no tokens"

@@ -16,6 +16,7 @@ from workers.engines.base import EngineJob, StepOutput
 from workers.engines.exllamav2 import (
     NO_CUDA_MESSAGE,
     ExLlamaV2Engine,
+    attention_plan,
     sampler_kwargs,
     step_output,
 )
@@ -155,3 +156,26 @@ def test_resumed_job_already_at_its_limit_finishes_as_length(engine: ExLlamaV2En
     sampling = SamplingParams(max_tokens=2, temperature=0.0)
     engine.enqueue(EngineJob("a", [0, 65], sampling, forced_ids=[66, 67]))
     assert engine.step() == [StepOutput("a", [], True, "length")]
+
+
+def test_paged_needs_flash_attn_with_paging() -> None:
+    plan = attention_plan(flash_paged=True, flash=True, xformers=False, want_paged=None)
+    assert plan == (True, "flash-attn")
+    assert attention_plan(flash_paged=True, flash=True, xformers=False, want_paged=False) == (
+        False,
+        "flash-attn",
+    )
+    with pytest.raises(RuntimeError, match="flash-attn >= 2.5.7"):
+        attention_plan(flash_paged=False, flash=True, xformers=False, want_paged=True)
+
+
+def test_unpaged_without_flash_attn_never_uses_sdpa() -> None:
+    """exllamav2 0.3.2's SDPA fallback prefills without a causal mask; matmul masks."""
+    assert attention_plan(flash_paged=False, flash=False, xformers=True, want_paged=None) == (
+        False,
+        "xformers",
+    )
+    assert attention_plan(flash_paged=False, flash=False, xformers=False, want_paged=None) == (
+        False,
+        "matmul",
+    )

@@ -47,7 +47,8 @@ class Engine(Protocol):
 
     @property
     def batching(self) -> str:
-        """How jobs share a step, for the heartbeat: ``batched``, ``paged`` or ``unpaged``."""
+        """How jobs share a step, for the heartbeat: ``batched`` (torch), or ExLlamaV2's mode
+        and attention kernel, as ``paged/flash-attn`` or ``unpaged/matmul``."""
         ...
 
     @property

@@ -20,7 +20,7 @@ from typing import Any
 from protocol.jobs import SamplingParams
 from workers.engines.base import EngineJob, StepOutput
 
-__all__ = ["ExLlamaV2Engine", "sampler_kwargs", "step_output"]
+__all__ = ["ExLlamaV2Engine", "attention_plan", "sampler_kwargs", "step_output"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,26 @@ def sampler_kwargs(params: SamplingParams) -> dict[str, Any]:
         "top_k": max(params.top_k, 0),
         "top_p": top_p,
     }
+
+
+def attention_plan(
+    *, flash_paged: bool, flash: bool, xformers: bool, want_paged: bool | None
+) -> tuple[bool, str]:
+    """(paged?, attention kernel) for what is importable; ``want_paged=None`` pages if it can.
+
+    Paged mode needs flash-attn >= 2.5.7. Unpaged, ExLlamaV2 uses flash-attn or xformers when
+    present, else its torch fallback; there the kernel is ``"matmul"``, never SDPA:
+    exllamav2 0.2.9-0.3.2 pass no mask to SDPA for text models (``_attn_torch`` takes the
+    block-diagonal mask, which is None without ``cu_seqlens``), so every prompt of more
+    than one token was prefilled with bidirectional attention. That was the greedy mismatch
+    of the first H200 check (docs/GPU_RESULTS.md). The matmul path builds the causal mask.
+    """
+    if want_paged and not flash_paged:
+        raise RuntimeError("paged mode needs flash-attn >= 2.5.7, which is not importable")
+    paged = flash_paged if want_paged is None else want_paged
+    if flash:
+        return paged, "flash-attn"
+    return paged, "xformers" if xformers else "matmul"
 
 
 def _ids(tensor: Any) -> list[int]:
@@ -146,6 +166,7 @@ class ExLlamaV2Engine:
         self._cache_bits = cache_bits
         self._cache_tokens = cache_tokens
         self._paged = False
+        self._attention = ""
         self._model: Any = None
         self._cache: Any = None
         self._tokenizer: Any = None
@@ -158,11 +179,18 @@ class ExLlamaV2Engine:
 
     @property
     def batching(self) -> str:
-        return "paged" if self._paged else "unpaged"
+        """``paged`` or ``unpaged``, and the attention kernel once loaded: ``unpaged/matmul``."""
+        mode = "paged" if self._paged else "unpaged"
+        return f"{mode}/{self._attention}" if self._attention else mode
 
     @property
     def active(self) -> int:
         return len(self._jobs) + len(self._done_early)
+
+    @property
+    def model(self) -> Any:
+        """The loaded ExLlamaV2 model (for GPU tests that check its logits)."""
+        return self._model
 
     @property
     def generator(self) -> Any:
@@ -179,7 +207,7 @@ class ExLlamaV2Engine:
         model_dir = Path(model_dir)
         config = ExLlamaV2Config(str(model_dir))
         config.arch_compat_overrides(quiet=True)
-        self._paged = self._choose_paged(config)
+        self._choose_attention(config)
         config.max_seq_len = min(config.max_seq_len, self.max_seq_len)
         batch = self.max_batch if self._paged else 1
         needed = -(-batch * MAX_Q_SIZE // config.max_input_len)
@@ -201,17 +229,25 @@ class ExLlamaV2Engine:
             self._cache.max_seq_len,
         )
 
-    def _choose_paged(self, config: Any) -> bool:
-        """Paged mode needs flash-attn >= 2.5.7 (ExLlamaV2's own check) and not disabled."""
-        from exllamav2.attn import has_flash_attn_with_paged
+    def _choose_attention(self, config: Any) -> None:
+        """Pick paged or unpaged mode and the attention kernel; see :func:`attention_plan`."""
+        from exllamav2 import attn
 
-        available = bool(has_flash_attn_with_paged) and not config.no_flash_attn
-        if self._want_paged and not available:
-            raise RuntimeError("paged mode needs flash-attn >= 2.5.7, which is not importable")
-        paged = available if self._want_paged is None else self._want_paged
-        if not paged:
-            log.warning("exllamav2: flash-attn >= 2.5.7 not available: unpaged, batch size 1")
-        return paged
+        flash = bool(attn.has_flash_attn) and not config.no_flash_attn
+        plan = attention_plan(
+            flash_paged=flash and bool(attn.has_flash_attn_with_paged),
+            flash=flash,
+            xformers=bool(attn.has_xformers) and not config.no_xformers,
+            want_paged=self._want_paged,
+        )
+        self._paged, self._attention = plan
+        if self._attention == "matmul":
+            config.no_sdpa = True
+        if not self._paged:
+            log.warning(
+                "exllamav2: flash-attn >= 2.5.7 not available: unpaged, batch size 1, %s attention",
+                self._attention,
+            )
 
     def _make_cache(self, tokens: int) -> Any:
         import exllamav2
