@@ -65,6 +65,9 @@ class JobRecord(Struct, kw_only=True):
     deadline: float | None = None
     """Unix seconds; a job still queued then becomes ``expired`` and never runs."""
     metadata: dict[str, str] | None = None
+    meter: str | None = None
+    """The token window (``protocol.meter``) the worker charges the job's tokens to when it
+    ends; None for a batch line, which, as at OpenAI, does not spend per-minute limits."""
 
 
 def queued_record(
@@ -73,6 +76,7 @@ def queued_record(
     priority: Priority,
     deadline: float | None = None,
     metadata: dict[str, str] | None = None,
+    meter: str | None = None,
 ) -> JobRecord:
     """A new job as submitted: ``queued`` now; :meth:`JobStore.submit` gives it its id."""
     return JobRecord(
@@ -86,6 +90,7 @@ def queued_record(
         owner=owner,
         deadline=deadline,
         metadata=metadata or None,
+        meter=meter,
     )
 
 

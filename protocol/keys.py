@@ -116,7 +116,10 @@ def seq_of(entry_id_: str | bytes) -> int:
 
 
 EVENT_FIELD = "data"
-"""The single field of every stream entry; its value is one JSON-encoded event."""
+"""The field of every stream entry that clients see; its value is one JSON-encoded event."""
+IDS_FIELD = "ids"
+"""A token event's entry also holds its token ids ("5,17,3") here: the worker that resumes
+a job forces exactly these. Every other reader takes only ``EVENT_FIELD``."""
 
 
 def broker_transport_options(socket_timeout_s: float = 10.0) -> dict[str, object]:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-__all__ = ["IncrementalDetokenizer"]
+__all__ = ["CONTEXT_IDS", "IncrementalDetokenizer"]
 
 _REPLACEMENT = "\ufffd"
+CONTEXT_IDS = 8
+"""How many preceding ids prime a detokenizer (a prompt's tail, or a resumed job's)."""
 
 
 class IncrementalDetokenizer:

@@ -35,11 +35,15 @@ class ActiveJob:
     """Interactive priority: the engine prefills it ahead of batched decoding."""
     forced_ids: list[int] = field(default_factory=list)
     """A resumed attempt's already-emitted tokens, fed to the engine as a forced prefix."""
+    meter: str | None = None
+    """The token window the job's tokens are charged to when it ends (``protocol.meter``)."""
     tokens: int = 0
-    pending_tokens: int = 0
+    pending_ids: list[int] = field(default_factory=list)
     """Tokens generated whose text has not been emitted yet (held by detokenizer/stops)."""
     text_parts: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    event_ids: dict[int, list[int]] = field(default_factory=dict)
+    """seq → the token ids a pending token event emits (logged beside it, for resume)."""
     fields: dict[str, Any] = field(default_factory=dict)
     first_token_at: float | None = None
     finished: bool = False
@@ -70,7 +74,7 @@ class ActiveJob:
             self.first_token_at = time.time()
             self.fields["first_token_at"] = self.first_token_at
         self.tokens += len(token_ids)
-        self.pending_tokens += len(token_ids)
+        self.pending_ids += token_ids
         safe, hit = self.stops.push(self.detok.push(token_ids))
         self._emit(safe)
         self.fields["completion_tokens"] = self.tokens
@@ -80,8 +84,9 @@ class ActiveJob:
         if not text:
             return
         self.text_parts.append(text)
-        self.events.append(TokenEvent(seq=self._next_seq(), text=text, tokens=self.pending_tokens))
-        self.pending_tokens = 0
+        seq = self._next_seq()
+        self.events.append(TokenEvent(seq=seq, text=text, tokens=len(self.pending_ids)))
+        self.event_ids[seq], self.pending_ids = self.pending_ids, []
 
     def finish(self, finish_reason: str, status: JobStatus = JobStatus.SUCCEEDED) -> None:
         """Flush held text and append the final ``done`` event."""
@@ -130,8 +135,8 @@ class ActiveJob:
         self.events.append(ErrorEvent(seq=self._next_seq(), error=error))
         self.fields.update(status=JobStatus.FAILED.value, error=error, finished_at=time.time())
 
-    def take_writes(self) -> tuple[list[Event], dict[str, Any]]:
-        """The events and hash fields to write this iteration (and forget them)."""
-        events, fields = self.events, self.fields
-        self.events, self.fields = [], {}
-        return events, fields
+    def take_writes(self) -> tuple[list[Event], dict[str, Any], dict[int, list[int]]]:
+        """The events, hash fields and token ids to write this iteration (and forget them)."""
+        writes = self.events, self.fields, self.event_ids
+        self.events, self.fields, self.event_ids = [], {}, {}
+        return writes

@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 import redis
@@ -32,6 +32,7 @@ from protocol.events import (
 from protocol.jobs import JobSpec, SamplingParams
 from protocol.keys import (
     EVENT_FIELD,
+    IDS_FIELD,
     LEASES,
     QUEUED,
     WORKERS_SET,
@@ -44,7 +45,7 @@ from protocol.models import ModelEntry
 from protocol.settings import Settings
 from protocol.states import JobStatus
 from protocol.workers import WorkerInfo
-from workers.detok import IncrementalDetokenizer
+from workers.detok import CONTEXT_IDS, IncrementalDetokenizer
 from workers.jobstate import ActiveJob
 from workers.reaper import Reaper
 from workers.requeue import LANE_FULL, Requeuer
@@ -91,7 +92,7 @@ redis.call('HDEL', job, 'msg')
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[5]), ARGV[6])
-return {'claimed', attempt, seq, redis.call('HGET', job, 'spec')}
+return {'claimed', attempt, seq, redis.call('HGET', job, 'spec'), redis.call('HGET', job, 'meter')}
 """
 )
 
@@ -417,33 +418,28 @@ class Runtime:
                 self._slot_freed.wait(left)
 
     def _run_on(self, resident: Resident, job_id: str, interactive: bool = True) -> str:
-        outcome, attempt, last_seq, raw_spec = retrying(lambda: self._claim_job(job_id))
-        if outcome != "claimed":
-            log.info("job %s not run: %s", job_id, outcome)
-            if outcome == "cancelled":
-                self._record_unstarted_cancel(job_id, last_seq)
-            return outcome
+        claim = retrying(lambda: self._claim_job(job_id))
+        if claim.outcome != "claimed":
+            log.info("job %s not run: %s", job_id, claim.outcome)
+            if claim.outcome == "cancelled":
+                self._record_unstarted_cancel(job_id, claim.last_seq)
+            return claim.outcome
         with self._lock:
             self._running.add(job_id)
         try:
-            return self._run_claimed(resident, job_id, attempt, last_seq, raw_spec, interactive)
+            return self._run_claimed(resident, job_id, claim, interactive)
         finally:
             with self._lock:
                 self._running.discard(job_id)
 
     def _run_claimed(
-        self,
-        resident: Resident,
-        job_id: str,
-        attempt: int,
-        last_seq: int,
-        raw_spec: bytes | None,
-        interactive: bool,
+        self, resident: Resident, job_id: str, claim: Claim, interactive: bool
     ) -> str:
+        attempt, last_seq = claim.attempt, claim.last_seq
         try:
-            spec = msgspec.json.decode(raw_spec or b"null", type=JobSpec)
+            spec = msgspec.json.decode(claim.spec or b"null", type=JobSpec)
             job = self._prepare(resident, job_id, spec, attempt)
-            job.interactive = interactive
+            job.interactive, job.meter = interactive, claim.meter
             if attempt > 1 and last_seq:
                 self._resume(resident, job, last_seq)
         except ContextTooLong as exc:
@@ -464,27 +460,34 @@ class Runtime:
         return raw.decode() if isinstance(raw, bytes) else str(raw or "")
 
     def _resume(self, resident: Resident, job: ActiveJob, last_seq: int) -> None:
-        """Continue an earlier attempt: its emitted text is the forced prefix of this one.
+        """Continue an earlier attempt: its emitted tokens are the forced prefix of this one.
 
         The log up to ``last_seq`` holds what subscribers have; the new attempt numbers its
-        events after it and feeds that text back to the engine, so the stream goes on with
-        no gap and no duplicate (seeded sampling cannot replay the lost RNG state).
+        events after it and feeds those token ids back to the engine, which also skips the
+        sampler draws they took, so a greedy or seeded job goes on exactly as the first
+        attempt would have: no gap, no duplicate, the same text. A log without ids (written
+        before they were logged) falls back to re-encoding its text.
         """
-        text, tokens = resume_state(self.redis, job.job_id, last_seq)
-        if not text:
+        state = resume_state(self.redis, job.job_id, last_seq)
+        if not state.tokens:
             return
         engine = resident.engine
-        ids = engine.encode(text)
-        bos = engine.encode("")
-        if bos and ids[: len(bos)] == bos:
-            ids = ids[len(bos) :]
+        ids = state.ids
+        if ids is None:
+            ids = engine.encode(state.text)
+            bos = engine.encode("")
+            if bos and ids[: len(bos)] == bos:
+                ids = ids[len(bos) :]
         job.forced_ids = ids
-        job.text_parts.append(text)
-        job.tokens = tokens
+        job.detok = IncrementalDetokenizer(engine.decode, context=ids[-CONTEXT_IDS:])
+        job.text_parts.append(state.text)
+        job.tokens = state.tokens
         job.first_token_at = time.time()  # keeps the first attempt's first_token_at
-        log.info("job %s: attempt %d resumes after %d tokens", job.job_id, job.attempt, tokens)
+        log.info(
+            "job %s: attempt %d resumes after %d tokens", job.job_id, job.attempt, state.tokens
+        )
 
-    def _claim_job(self, job_id: str) -> tuple[str, int, int, bytes | None]:
+    def _claim_job(self, job_id: str) -> Claim:
         lease_ms = int(self.settings.worker.lease_s * 1000)
         args = [
             self.worker_id,
@@ -497,7 +500,8 @@ class Runtime:
         keys = [job_key(job_id), events_key(job_id), LEASES, QUEUED]
         result: list[Any] = self._claim(keys=keys, args=args)
         outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
-        return outcome, int(result[1]), int(result[2]), result[3] or None
+        meter = result[4].decode() if len(result) > 4 and result[4] else None
+        return Claim(outcome, int(result[1]), int(result[2]), result[3] or None, meter)
 
     def _prepare(self, resident: Resident, job_id: str, spec: JobSpec, attempt: int) -> ActiveJob:
         """Render and tokenize the prompt (in the task thread, off the scheduler's path)."""
@@ -518,13 +522,16 @@ class Runtime:
                 f"({spec.sampling.max_tokens}) exceeds the model's context of {limit} tokens",
                 param="messages" if spec.kind == "chat" else "prompt",
             )
+        # A completion continues its prompt, so its first token decodes as it would mid-text
+        # (SentencePiece's leading space kept); a chat reply starts clean.
+        context = prompt_ids[-CONTEXT_IDS:] if spec.kind == "completion" else []
         job = ActiveJob(
             job_id=job_id,
             spec=spec,
             prompt_ids=prompt_ids,
             attempt=attempt,
             worker_id=self.worker_id,
-            detok=IncrementalDetokenizer(engine.decode),
+            detok=IncrementalDetokenizer(engine.decode, context=context),
             stops=StopMatcher(spec.sampling.stop),
         )
         job.fields["prompt_tokens"] = len(prompt_ids)  # written with the first events
@@ -563,8 +570,8 @@ class Runtime:
         return job
 
     def _write_final(self, job: ActiveJob) -> None:
-        events, fields = job.take_writes()
-        self.sink.flush([JobWrite(job.job_id, events, fields, final=True, attempt=job.attempt)], [])
+        events, fields, ids = job.take_writes()
+        self.sink.flush([JobWrite(job.job_id, events, fields, True, job.attempt, ids)], [])
 
 
 def _no_text(ids: Any) -> str:
@@ -601,16 +608,46 @@ def retrying(call: Callable[[], T], give_up_s: float = CLAIM_RETRY_S) -> T:
             delay = min(delay * 2, 2.0)
 
 
-def resume_state(client: redis.Redis, job_id: str, last_seq: int) -> tuple[str, int]:
-    """The text and token count the job's log holds up to ``last_seq``."""
+class Claim(NamedTuple):
+    """A claim's answer: ``claimed`` (or why not), the attempt, the log's last seq, the
+    job's spec and the token window its tokens are charged to."""
+
+    outcome: str
+    attempt: int
+    last_seq: int
+    spec: bytes | None
+    meter: str | None
+
+
+class ResumeState(NamedTuple):
+    """What a job's log holds up to a seq: the text, its token count and, when every token
+    entry carries them (workers since the ``ids`` field), the token ids themselves."""
+
+    text: str
+    tokens: int
+    ids: list[int] | None
+
+
+def resume_state(client: redis.Redis, job_id: str, last_seq: int) -> ResumeState:
+    """The text, token count and token ids the job's log holds up to ``last_seq``."""
     parts: list[str] = []
     tokens = 0
+    ids: list[int] | None = []
+    event_field, ids_field = EVENT_FIELD.encode(), IDS_FIELD.encode()
     for _, fields in client.xrange(events_key(job_id), "-", entry_id(last_seq)):
-        event = decode_event(fields[EVENT_FIELD.encode()])
-        if isinstance(event, TokenEvent):
-            parts.append(event.text)
-            tokens += event.tokens
-    return "".join(parts), tokens
+        event = decode_event(fields[event_field])
+        if not isinstance(event, TokenEvent):
+            continue
+        parts.append(event.text)
+        tokens += event.tokens
+        logged = fields.get(ids_field)
+        if ids is None or logged is None:
+            ids = None
+        else:
+            ids += [int(i) for i in logged.split(b",")]
+    if ids is not None and len(ids) != tokens:
+        ids = None
+    return ResumeState("".join(parts), tokens, ids)
 
 
 def limit_cpu_threads(wanted: int) -> None:

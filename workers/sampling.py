@@ -34,9 +34,20 @@ class RowSampling:
         return self.temperature < _GREEDY_BELOW
 
 
-def make_generator(seed: int | None) -> torch.Generator | None:
-    """A CPU generator seeded with ``seed`` (``None``: use the global RNG)."""
-    return None if seed is None else torch.Generator().manual_seed(seed)
+def make_generator(seed: int | None, drawn: int = 0) -> torch.Generator | None:
+    """A CPU generator seeded with ``seed`` (``None``: use the global RNG), past the draws of
+    ``drawn`` tokens: a sampled row takes exactly one per token, so a resumed job replays."""
+    if seed is None:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(drawn):
+        _draw(generator)
+    return generator
+
+
+def _draw(generator: torch.Generator) -> torch.Tensor:
+    """A seeded row's one uniform for one token."""
+    return torch.rand(1, generator=generator)
 
 
 def sample(logits: torch.Tensor, rows: Sequence[RowSampling]) -> torch.Tensor:
@@ -76,7 +87,7 @@ def _uniforms(rows: Sequence[RowSampling], device: torch.device) -> torch.Tensor
     values = torch.rand(len(rows))
     for i, row in enumerate(rows):
         if row.generator is not None:
-            values[i] = torch.rand(1, generator=row.generator)
+            values[i] = _draw(row.generator)
     return values.to(device)
 
 

@@ -106,6 +106,7 @@ class Scheduler:
                 prompt_ids=job.prompt_ids,
                 sampling=job.spec.sampling,
                 forced_ids=job.forced_ids,
+                sampled=job.tokens,
                 urgent=job.interactive,
             )
         )
@@ -125,12 +126,11 @@ class Scheduler:
         """Hand this iteration's writes to the writer; apply cancels it has seen so far."""
         writes, done = [], []
         for job in list(self._jobs.values()):
-            events, fields = job.take_writes()
+            events, fields, ids = job.take_writes()
             if events or fields:
                 final = job.finished and not job.handed_back
-                writes.append(
-                    JobWrite(job.job_id, events, fields, final=final, attempt=job.attempt)
-                )
+                meter = job.meter if final else None
+                writes.append(JobWrite(job.job_id, events, fields, final, job.attempt, ids, meter))
             if job.finished:
                 done.append(self._jobs.pop(job.job_id).done)
         watch = list(self._jobs)

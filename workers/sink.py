@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -24,18 +24,24 @@ import redis
 
 from protocol.events import Event, encode_event
 from protocol.jobs import to_hash
-from protocol.keys import EVENT_FIELD, LEASES, entry_id, events_key, job_key
+from protocol.keys import EVENT_FIELD, IDS_FIELD, LEASES, entry_id, events_key, job_key
+from protocol.meter import CHARGE_LUA
 
 log = logging.getLogger(__name__)
 
-# KEYS: job key and events key of each job, in pairs, then the leases set. ARGV[1]:
-# retention seconds; ARGV[2]: {"w": [[job index, [[entry id, event json], ...],
-# [field, value, ...], final, attempt, job id]], "c": [job index, ...]} (1-based indexes
-# into the KEYS pairs); ARGV[3]: the event field name.
+# KEYS: job key and events key of each job, in pairs, then the token windows to charge,
+# then the leases set. ARGV[1]: retention seconds; ARGV[2]: {"w": [[job index, [[entry id,
+# event json, ids], ...], [field, value, ...], final, attempt, job id, meter]], "c": [job
+# index, ...]} (1-based indexes into the KEYS pairs; meter: 0 or the KEYS index of the
+# token window); ARGV[3]: the event field name; ARGV[4]: the token-ids field name.
+# ``ids`` ("5,17,3", or "" for events that are not tokens) goes into the same stream entry
+# as a second field: a resumed attempt forces exactly these ids (see ``resume_state``).
 # A write whose attempt (when > 0) is no longer the job's is fenced: skipped, and reported
 # with the cancelled ones so its (stale) worker drops the job.
 # Returns {cancelled or fenced job indexes, error messages}.
-_FLUSH = """
+_FLUSH = (
+    CHARGE_LUA
+    + """
 local retention = tonumber(ARGV[1])
 local plan = cjson.decode(ARGV[2])
 local errors, cancelled = {}, {}
@@ -45,7 +51,12 @@ for _, w in ipairs(plan.w) do
     table.insert(cancelled, w[1])
   else
     for _, ev in ipairs(w[2]) do
-      local ok = redis.pcall('XADD', ek, ev[1], ARGV[3], ev[2])
+      local ok
+      if ev[3] ~= '' then
+        ok = redis.pcall('XADD', ek, ev[1], ARGV[3], ev[2], ARGV[4], ev[3])
+      else
+        ok = redis.pcall('XADD', ek, ev[1], ARGV[3], ev[2])
+      end
       if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller') then
         table.insert(errors, ok.err)
       end
@@ -55,6 +66,11 @@ for _, w in ipairs(plan.w) do
       redis.call('EXPIRE', jk, retention)
       redis.call('EXPIRE', ek, retention)
       redis.call('ZREM', KEYS[#KEYS], w[6])
+      if w[7] > 0 and redis.call('HSETNX', jk, 'charged', '1') == 1 then
+        local used = redis.call('HMGET', jk, 'prompt_tokens', 'completion_tokens')
+        local tokens = (tonumber(used[1]) or 0) + (tonumber(used[2]) or 0)
+        if tokens > 0 then charge(KEYS[w[7]], tokens) end
+      end
     end
   end
 end
@@ -63,6 +79,7 @@ for _, i in ipairs(plan.c) do
 end
 return {cancelled, errors}
 """
+)
 
 _encoder = msgspec.json.Encoder()
 
@@ -75,6 +92,11 @@ class JobWrite:
     final: bool = False
     attempt: int = 0
     """The claim this write belongs to; 0 writes unconditionally (a job never started)."""
+    token_ids: dict[int, list[int]] = field(default_factory=dict)
+    """seq → the token ids a token event emits, logged in its stream entry."""
+    meter: str | None = None
+    """On a final write: the token window the job's prompt and completion tokens are
+    charged to, once (the job hash's ``charged`` flag makes a retried flush safe)."""
 
 
 class RedisSink:
@@ -122,14 +144,25 @@ class RedisSink:
 
         plan_writes = []
         for write in writes:
-            events = [[entry_id(e.seq), encode_event(e).decode()] for e in write.events]
+            events = [
+                [entry_id(e.seq), encode_event(e).decode(), _ids_text(write.token_ids.get(e.seq))]
+                for e in write.events
+            ]
             fields = [item for pair in to_hash(write.fields).items() for item in pair]
             plan_writes.append(
-                [slot(write.job_id), events, fields, write.final, write.attempt, write.job_id]
+                [slot(write.job_id), events, fields, write.final, write.attempt, write.job_id, 0]
             )
         plan = {"w": plan_writes, "c": [slot(job_id) for job_id in watch]}
+        for write, planned in zip(writes, plan_writes, strict=True):
+            if write.final and write.meter:
+                keys.append(write.meter)
+                planned[6] = len(keys)
         keys.append(LEASES)
-        return keys, [self._retention_s, _encoder.encode(plan), EVENT_FIELD], ids
+        return keys, [self._retention_s, _encoder.encode(plan), EVENT_FIELD, IDS_FIELD], ids
+
+
+def _ids_text(ids: list[int] | None) -> str:
+    return ",".join(map(str, ids)) if ids else ""
 
 
 class BackgroundWriter:

@@ -90,7 +90,7 @@ async def _run(
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         renderer = render.ChunkRenderer(spec.kind, job_id, spec.model, created, include_usage)
-        events = res.limiter.metered(
+        events = res.limiter.leased(
             jobs.follow(res.relay, res.redis, job_id, retention_s, res.settings.server.sse_ping_s),
             policy,
             stream_slot,
@@ -113,7 +113,6 @@ async def _run(
         completion_tokens=usage.completion_tokens,
         completion=result.text,
     )
-    await res.limiter.charge(policy, result.usage.total_tokens)
     body: CompletionResponse | ChatCompletionResponse
     if spec.kind == "chat":
         body = render.chat_response(job_id, spec.model, created, result)

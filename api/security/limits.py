@@ -13,8 +13,8 @@ hold up to ``rph`` timestamps per key. Clocks are Redis's (``TIME``), so replica
                                                 │
              429 + Retry-After + RateLimit-*  ◄─┴─►  handler; RateLimit-* on its response
 
-Tokens are charged after a job ends (:meth:`Limiter.charge`) and streams hold a renewed
-lease in a sorted set (:meth:`Limiter.open_stream`). Why Lua and not ``limits`` itself:
+Tokens are charged by the worker that ends a job (``protocol/meter.py``), and streams hold
+a renewed lease in a sorted set (:meth:`Limiter.open_stream`). Why Lua and not ``limits`` itself:
 its ``hit`` charges one window per round trip and answers only a bool, so three windows
 would be three round trips (six with the stats the headers need) and a refusal by the
 third would already have charged the first two; and it cannot charge a cost that may
@@ -34,34 +34,16 @@ import redis.asyncio as aioredis
 
 from api.errors import APIError
 from protocol.auth import BOOTSTRAP_ID, ApiKey
-from protocol.events import DoneEvent, Event
+from protocol.events import Event
 from protocol.keys import ratelimit_key, streams_key
+from protocol.meter import ROLL_LUA, TOKEN_WINDOW_MS
 from protocol.settings import LimitSettings
 
 METERED = {"uml_metered": True}
 """Route ``opt`` of the generation routes: a spent token budget refuses them."""
 
-_ROLL = """
-local function roll(key, period, now)
-  local idx = math.floor(now / period)
-  local h = redis.call('HMGET', key, 'w', 'c', 'p')
-  local w, c, p = tonumber(h[1]), tonumber(h[2]) or 0, tonumber(h[3]) or 0
-  if w == idx - 1 then p, c = c, 0 elseif w ~= idx then p, c = 0, 0 end
-  return idx, c, p
-end
-local function weighted(c, p, period, now)
-  return math.floor(p * (period - now % period) / period) + c
-end
-local function store(key, idx, c, p, period)
-  redis.call('HSET', key, 'w', idx, 'c', c, 'p', p)
-  redis.call('PEXPIRE', key, 2 * period)
-end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
 ADMIT_LUA = (
-    _ROLL
+    ROLL_LUA
     + """
 -- KEYS: n request windows, then the token window if ARGV[2] == 1.
 -- ARGV: n, check_tokens, then period_ms and limit for each key.
@@ -83,17 +65,6 @@ if ok == 1 then
 end
 out[1] = ok
 return out
-"""
-)
-
-CHARGE_LUA = (
-    _ROLL
-    + """
--- KEYS[1]: the token window; ARGV: period_ms, tokens. Charged even past the limit.
-local period = tonumber(ARGV[1])
-local idx, c, p = roll(KEYS[1], period, now)
-store(KEYS[1], idx, c + tonumber(ARGV[2]), p, period)
-return c + tonumber(ARGV[2])
 """
 )
 
@@ -154,7 +125,7 @@ def policy_for(key: object, cfg: LimitSettings) -> Policy | None:
             Window("rpm", 60_000, own.rpm or cfg.rpm),
             Window("rph", 3_600_000, own.rph or cfg.rph),
         ),
-        tokens=Window("tpm", 60_000, own.tpm or cfg.tpm),
+        tokens=Window("tpm", TOKEN_WINDOW_MS, own.tpm or cfg.tpm),
         max_streams=cfg.max_streams,
         lease_ms=int(cfg.stream_lease_s * 1000),
     )
@@ -282,7 +253,6 @@ class Limiter:
         self._redis = redis
         self._cfg = cfg
         self._admit = redis.register_script(ADMIT_LUA)
-        self._charge = redis.register_script(CHARGE_LUA)
         self._lease = redis.register_script(LEASE_LUA)
 
     def policy(self, key: object) -> Policy | None:
@@ -297,15 +267,6 @@ class Limiter:
             args += [w.period_ms, w.limit]
         raw = await self._admit(keys=keys, args=args)
         return decide(policy, list(raw), metered)
-
-    async def charge(self, policy: Policy | None, tokens: int) -> None:
-        """Add a finished job's prompt+completion tokens to the key's token window."""
-        if policy is None or tokens <= 0:
-            return
-        window = policy.tokens
-        await self._charge(
-            keys=[ratelimit_key(policy.key_id, window.name)], args=[window.period_ms, tokens]
-        )
 
     async def open_stream(self, policy: Policy | None) -> str | None:
         """Take a stream slot (a lease token) or raise 429; ``None`` when unlimited."""
@@ -327,20 +288,14 @@ class Limiter:
             except Exception:  # best effort: the lease runs out by itself
                 pass
 
-    async def metered(
-        self,
-        events: AsyncIterator[Event | None],
-        policy: Policy | None,
-        token: str | None,
-        charge: bool = True,
+    async def leased(
+        self, events: AsyncIterator[Event | None], policy: Policy | None, token: str | None
     ) -> AsyncIterator[Event | None]:
-        """``events``, renewing the stream's lease, charging its usage (unless ``charge`` is
-        false: a follower of a background job's log does not pay for it), freeing its slot."""
+        """``events``, renewing the stream's slot lease while they flow, freeing it at the end.
+        (Tokens are not charged here: the worker charges a job's when it ends.)"""
         renewed = time.monotonic()
         try:
             async for event in events:
-                if charge and isinstance(event, DoneEvent):
-                    await self.charge(policy, event.usage.total_tokens)
                 if policy is not None and token is not None:
                     if (time.monotonic() - renewed) * 3000 > policy.lease_ms:
                         await self._lease(

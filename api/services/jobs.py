@@ -20,6 +20,7 @@ from api.services.store import JobStore, QueueFull
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
 from protocol.jobs import JobSpec, queued_record
 from protocol.keys import job_key
+from protocol.meter import token_meter
 from protocol.openai import ErrorInfo, Usage
 from protocol.states import Priority
 
@@ -48,7 +49,7 @@ async def submit(
 
     A full model queue answers 503 with ``Retry-After``.
     """
-    record = queued_record(spec, owner, priority)
+    record = queued_record(spec, owner, priority, meter=token_meter(owner))
     try:
         return (await store.submit(record)).job_id
     except QueueFull as exc:

@@ -22,6 +22,7 @@ from api.services.store import IdempotencyConflict, JobStore, QueueFull, Snapsho
 from protocol.events import Event, encode_event, is_final
 from protocol.jobs import JobRecord, JobSpec, queued_record
 from protocol.jobs_api import Job, JobList, JobTimings
+from protocol.meter import token_meter
 from protocol.states import TERMINAL, JobStatus, Priority
 
 CANCEL_WAIT_S = 10.0
@@ -81,7 +82,9 @@ async def submit(
     store: JobStore, owner: str, job: NewJob, idem: str | None, raw_body: bytes
 ) -> tuple[Job, bool]:
     """Queue ``job``; return it and whether it was an idempotent replay."""
-    record = queued_record(job.spec, owner, job.priority, job.deadline, job.metadata)
+    record = queued_record(
+        job.spec, owner, job.priority, job.deadline, job.metadata, token_meter(owner)
+    )
     try:
         submitted = await store.submit(record, idem, body_hash(raw_body) if idem else "")
     except QueueFull as exc:
@@ -170,7 +173,7 @@ async def event_stream(
         if policy is not None and slot is not None:
             await limiter.close_stream(policy, slot)
         raise APIError(503, str(exc), type="service_unavailable") from exc
-    return _render(limiter.metered(sub.events(ping_s), policy, slot, charge=False))
+    return _render(limiter.leased(sub.events(ping_s), policy, slot))
 
 
 async def _empty() -> AsyncIterator[bytes]:

@@ -204,7 +204,7 @@ class Session:
         self.outbox.put(ws.JobAccepted(job_id=job_id, model=spec.model, ref=msg.ref))
         res = self.res
         events = jobs.follow(res.relay, res.redis, job_id, res.settings.redis.retention_s, IDLE_S)
-        self._forward(job_id, res.limiter.metered(events, self.policy, slot))
+        self._forward(job_id, res.limiter.leased(events, self.policy, slot))
 
     async def subscribe(self, job_id: str, after: int) -> None:
         """Follow a job from ``after``; past the end of a finished job's log, nothing comes."""

@@ -22,6 +22,10 @@ LONG = {"model": MODEL, "prompt": "abc", "max_tokens": 1800, "temperature": 0}
 work, so a kill or a SIGTERM lands mid-stream."""
 
 
+SAMPLED = {**LONG, "temperature": 1.0, "seed": 3}
+"""Seeded sampling that runs 1,339 tokens before EOS on the seed-0 tiny model."""
+
+
 def running_on(stack: Stack, workers: list[Proc], events: list[dict[str, Any]]) -> Proc:
     """The worker process named by the last ``running`` status event."""
     worker_id = [e for e in events if e["type"] == "status"][-1]["worker"]
@@ -32,10 +36,13 @@ def running_on(stack: Stack, workers: list[Proc], events: list[dict[str, Any]]) 
 def test_a_killed_workers_job_resumes_on_another_without_gap_or_duplicate(
     chaos_stack: Stack, tiny_model: Path
 ) -> None:
+    """The resumed attempt forces the logged token ids and replays the seeded sampler's
+    draws, so the text is exactly what an uninterrupted run of the same request writes."""
     workers = [chaos_stack.start_worker(MODEL, tiny_model, slots=4) for _ in range(2)]
     _, base = chaos_stack.start_api()
     with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
-        job = http.post("/v1/jobs", json={"type": "completion", "body": LONG}).json()
+        whole = http.post("/v1/completions", json=SAMPLED).json()["choices"][0]
+        job = http.post("/v1/jobs", json={"type": "completion", "body": SAMPLED}).json()
         got = events_from(base, job["id"], 0, stop_after=30)
         victim = running_on(chaos_stack, workers, got)
         victim.stop(signal.SIGKILL)
@@ -50,6 +57,7 @@ def test_a_killed_workers_job_resumes_on_another_without_gap_or_duplicate(
     assert got[-1]["type"] == "done", got[-1]
     assert final["status"] == "succeeded" and final["attempt"] == 2
     assert final["text"] == "".join(e["text"] for e in got if e["type"] == "token")
+    assert (final["text"], final["finish_reason"]) == (whole["text"], whole["finish_reason"])
     assert final["usage"]["completion_tokens"] == sum(
         e["tokens"] for e in got if e["type"] == "token"
     )
@@ -91,10 +99,13 @@ def test_sigterm_hands_running_jobs_back_after_the_grace_period(
     chaos_stack: Stack, tiny_model: Path
 ) -> None:
     chaos_stack.extra_env["UML_WORKER_SHUTDOWN_GRACE_S"] = "1"
+    """The resumed attempt forces the logged token ids and replays the seeded sampler's
+    draws, so the text is exactly what an uninterrupted run of the same request writes."""
     workers = [chaos_stack.start_worker(MODEL, tiny_model, slots=4) for _ in range(2)]
     _, base = chaos_stack.start_api()
     with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:
-        job = http.post("/v1/jobs", json={"type": "completion", "body": LONG}).json()
+        whole = http.post("/v1/completions", json=SAMPLED).json()["choices"][0]
+        job = http.post("/v1/jobs", json={"type": "completion", "body": SAMPLED}).json()
         got = events_from(base, job["id"], 0, stop_after=30)
         leaving = running_on(chaos_stack, workers, got)
         leaving.stop(signal.SIGTERM, timeout=30)
@@ -105,6 +116,7 @@ def test_sigterm_hands_running_jobs_back_after_the_grace_period(
     assert [e["attempt"] for e in got if e["type"] == "status"] == [1, 2]
     assert final["status"] == "succeeded"
     assert final["text"] == "".join(e["text"] for e in got if e["type"] == "token")
+    assert (final["text"], final["finish_reason"]) == (whole["text"], whole["finish_reason"])
 
 
 def test_sigterm_lets_a_job_that_fits_in_the_grace_period_finish(

@@ -34,8 +34,10 @@ MAX_SEQ_LEN = 512
 EOS_ID = 1
 """``</s>`` of the tiny model (workers/tiny.py: specials first, BOS 0, EOS 1)."""
 """Per-job context of the torch engines, as the exllamav2 fixture uses (conftest)."""
-FP16_TOL = 0.02
-"""Near-tie margin in units of the position's logit std: FP16 kernels vs fp32."""
+FP16_TOL = 0.05
+"""Near-tie margin in units of the position's logit std: FP16 kernels vs fp32. ExLlamaV2's
+matmul attention takes its softmax in FP16, so this is wider than FP16 rounding alone; the
+bug it must catch (a prefill without a causal mask) parted at a gap of 0.16 std."""
 BF16_TOL = 0.08
 """The same for bf16 (8-bit mantissa) runs of the torch engine."""
 
@@ -154,7 +156,7 @@ def test_exllamav2_prefill_is_causal_and_close_to_fp32(
     assert leak <= 1e-3 * std, f"later tokens moved earlier logits by {leak:.4f} (std {std:.3f})"
     want = reference(input_ids=ids.to("cuda:0")).logits[0].float().cpu()
     error = float((logits - want).abs().max()) / float(want.std())
-    assert error <= 0.05, f"max |logit - fp32| is {error:.4f} logit std"
+    assert error <= 0.1, f"max |logit - fp32| is {error:.4f} logit std"
 
 
 def test_exllamav2_greedy_is_fp32_greedy(exl_engine: Engine, reference: torch.nn.Module) -> None:
@@ -223,3 +225,18 @@ def test_cancel_frees_cache_pages(exl_engine: Engine) -> None:
     assert generator.num_remaining_jobs() == 0
     assert free_pages(exl_engine) == before
     assert exl_engine.step() == []
+
+
+def test_exllamav2_seeded_resume_replays_the_draws(exl_engine: Engine) -> None:
+    """A resumed seeded job (forced ids, draws skipped) continues as the first attempt did.
+    Only the next 8 tokens are compared: the resumed prefill of prompt + forced ids runs
+    other FP16 kernels than step-by-step decode, so a far-off draw on a knife edge may
+    part ways."""
+    params = SamplingParams(max_tokens=NEW_TOKENS, temperature=1.0, seed=5)
+    prompt = PROMPTS[1]
+    reference = run_jobs(exl_engine, [EngineJob("s1", list(prompt), params)])["s1"][0]
+    assert len(reference) > 4, "the reference ended too early to resume"
+    resumed = EngineJob("s2", list(prompt), params, forced_ids=reference[:4], sampled=4)
+    got = run_jobs(exl_engine, [resumed])["s2"][0]
+    compared = min(8, len(reference) - 4)
+    assert got[:compared] == reference[4 : 4 + compared]

@@ -100,6 +100,20 @@ def test_tokens_per_minute_refuse_after_a_job_is_charged(clients: list[httpx.Cli
     assert b.get("/v1/models", headers=key).status_code == 200  # requests are not tokens
 
 
+def test_a_background_job_spends_the_token_budget_too(clients: list[httpx.Client]) -> None:
+    """The worker charges a job's tokens when it ends, whether anyone was reading it."""
+    a, b = clients
+    key = new_key(a, tpm=5)
+    submitted = a.post("/v1/jobs", json={"type": "chat", "body": chat(max_tokens=16)}, headers=key)
+    assert submitted.status_code == 202, submitted.text
+    url = f"/v1/jobs/{submitted.json()['id']}"
+    wait_for(lambda: b.get(url, headers=key).json()["status"] == "succeeded", 30, "the job")
+    assert b.get(url, headers=key).json()["usage"]["total_tokens"] > 5
+    refused = b.post(CHAT, json=chat(), headers=key)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["type"] == "tokens"
+
+
 @pytest.fixture
 def parked_model(stack: Stack) -> Iterator[str]:
     """A model with a live heartbeat and no consumer: its streams stay open until closed.

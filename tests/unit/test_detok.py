@@ -64,3 +64,28 @@ def test_works_with_the_tiny_tokenizer(tiny_model_dir: Path) -> None:
     detok = IncrementalDetokenizer(lambda i: tokenizer.decode(list(i)))
     pieces = [detok.push([i]) for i in ids] + [detok.flush()]
     assert "".join(pieces) == text and "\ufffd" not in "".join(pieces)
+
+
+PIECES = {1: "▁Once", 2: "▁upon", 3: "▁a", 4: "▁time"}
+
+
+def sentencepiece_decode(ids: Sequence[int]) -> str:
+    """SentencePiece's decoder: ``▁`` is a space, and the text's one leading space is cut."""
+    text = "".join(PIECES[i] for i in ids).replace("▁", " ")
+    return text[1:] if text.startswith(" ") else text
+
+
+def test_context_keeps_the_leading_space_of_the_next_token() -> None:
+    assert IncrementalDetokenizer(sentencepiece_decode).push([3]) == "a"
+    assert IncrementalDetokenizer(sentencepiece_decode, context=[1, 2]).push([3]) == " a"
+
+
+def test_a_resume_primed_with_the_forced_ids_has_no_seam() -> None:
+    """A resumed attempt primes its detokenizer with the ids before the seam: the text
+    after it is what one uninterrupted attempt would have written."""
+    whole = IncrementalDetokenizer(sentencepiece_decode, context=[1])
+    uninterrupted = "".join(whole.push([i]) for i in (2, 3, 4)) + whole.flush()
+    first = IncrementalDetokenizer(sentencepiece_decode, context=[1])
+    before = first.push([2]) + first.push([3])  # then the worker dies
+    second = IncrementalDetokenizer(sentencepiece_decode, context=[2, 3])
+    assert before + second.push([4]) + second.flush() == uninterrupted == " upon a time"

@@ -14,6 +14,7 @@ from api.app import create_app
 from api.security.limits import Count, Decision, Limiter, Window, policy_for
 from protocol import auth
 from protocol.auth import KeyLimits
+from protocol.meter import CHARGE_LUA, token_meter
 from protocol.settings import LimitSettings
 from tests.auth import AUTH
 from tests.unit.test_api_http import error_of, settings
@@ -78,14 +79,20 @@ async def test_admit_charges_all_windows_or_none(redis: aioredis.Redis) -> None:
     assert raw[b"c"] == b"3"  # refused requests charged nothing
 
 
+async def charge(redis: aioredis.Redis, key_id: str, tokens: int) -> None:
+    """What the worker's final write does for a job of ``key_id`` (``workers/sink.py``)."""
+    script = CHARGE_LUA + "return charge(KEYS[1], tonumber(ARGV[1]))"
+    await redis.eval(script, 1, token_meter(key_id), tokens)  # type: ignore[misc]
+
+
 async def test_token_budget_refuses_only_once_spent(redis: aioredis.Redis) -> None:
     limiter = Limiter(redis, LimitSettings(tpm=100))
     record, _ = auth.new_key("k", "user")
     policy = limiter.policy(record)
     assert policy is not None
-    await limiter.charge(policy, 99)
+    await charge(redis, record.id, 99)
     assert (await limiter.admit(policy, metered=True)).allowed
-    await limiter.charge(policy, 250)  # a job may overrun the budget by its own size
+    await charge(redis, record.id, 250)  # a job may overrun the budget by its own size
     refused = await limiter.admit(policy, metered=True)
     assert not refused.allowed and refused.refused_by is not None
     assert refused.refused_by.window.name == "tpm"

@@ -8,10 +8,13 @@ import msgspec
 import pytest
 import redis
 
-from protocol.events import TokenEvent, decode_event
+from protocol.events import StatusEvent, TokenEvent, decode_event
 from protocol.keys import LEASES, QUEUED, events_key, job_key
+from protocol.meter import token_meter
+from protocol.states import JobStatus
 from workers.reaper import Reaper
 from workers.requeue import list_of
+from workers.runtime import ResumeState, resume_state
 from workers.sink import JobWrite, RedisSink
 
 TASK = msgspec.json.encode({"properties": {"priority": 6, "delivery_tag": "t1"}}).decode()
@@ -89,6 +92,43 @@ def test_the_sink_fences_writes_of_an_older_attempt(client: redis.Redis) -> None
     assert sink.flush([current], []) == set()
     assert client.hget(job_key("j"), "text") == b"new"
     assert client.zscore(LEASES, "j") is None  # the final write ends the lease
+
+
+def test_resume_state_has_the_logged_token_ids(client: redis.Redis) -> None:
+    """Token events carry their ids in the stream entry; the next attempt forces exactly
+    those (a text re-encode could differ), and a log without them falls back to text."""
+    running(client, "r", lease_ms=60_000)
+    sink = RedisSink(client, retention_s=60)
+    events = [
+        StatusEvent(seq=1, status=JobStatus.RUNNING, attempt=1, worker="w"),
+        TokenEvent(seq=2, text="ab", tokens=2),
+        TokenEvent(seq=3, text="\ufffd", tokens=1),
+    ]
+    ids = {2: [70, 71], 3: [200]}
+    assert sink.flush([JobWrite("r", events, {}, False, 1, ids)], []) == set()
+    assert resume_state(client, "r", 3) == ResumeState("ab\ufffd", 3, [70, 71, 200])
+    assert resume_state(client, "r", 2) == ResumeState("ab", 2, [70, 71])
+    entry = client.xrange(events_key("r"), "2-1", "2-1")[0][1]
+    assert decode_event(entry[b"data"]) == events[1]  # what clients read is unchanged
+    client.xadd(events_key("r"), {"data": b'{"type":"token","seq":4,"text":"c"}'}, id="4-1")
+    assert resume_state(client, "r", 4) == ResumeState("ab\ufffdc", 4, None)
+
+
+def test_a_final_write_charges_the_jobs_tokens_to_its_meter_once(client: redis.Redis) -> None:
+    running(client, "m", lease_ms=60_000)
+    sink = RedisSink(client, retention_s=60)
+    meter = token_meter("key-1")
+    partial = JobWrite("m", [], {"prompt_tokens": 5, "completion_tokens": 3}, False, 1)
+    sink.flush([partial], [])
+    assert not client.exists(meter)  # a handed-back or running job pays at its end
+    done = {"status": "succeeded", "completion_tokens": 9}
+    final = JobWrite("m", [], done, True, 1, meter=meter)
+    sink.flush([final], [])
+    sink.flush([final], [])  # a retried flush (the reply was lost) charges nothing more
+    assert client.hget(meter, "c") == b"14"
+    running(client, "b", lease_ms=60_000)  # a batch line carries no meter
+    sink.flush([JobWrite("b", [], {"completion_tokens": 50}, True, 1)], [])
+    assert client.hget(meter, "c") == b"14"
 
 
 def test_the_sweep_restores_a_queued_job_whose_message_vanished(client: redis.Redis) -> None:

@@ -63,3 +63,26 @@ def test_after_a_hit_nothing_more_is_emitted() -> None:
     matcher = StopMatcher(["."])
     assert matcher.push("a.b") == ("a", True)
     assert matcher.push("more") == ("", True)
+
+
+@pytest.mark.parametrize("stops", [["END"], ["abcab", "bd"], ["\n\n", "xyz"]])
+def test_a_stop_string_cannot_straddle_a_resume_seam(stops: list[str]) -> None:
+    """What a worker emitted never ends in the start of a stop string (that tail is held
+    back), so a resumed attempt, which regenerates from the end of the emitted text with
+    a fresh matcher, cuts exactly where one uninterrupted attempt would."""
+    text = "one abcabd two EN\n\nEND xyz three"
+    uninterrupted = run(list(text), stops)
+    for dies_after in range(len(text) + 1):
+        first = StopMatcher(stops)
+        emitted = ""
+        for char in text[:dies_after]:
+            piece, hit = first.push(char)
+            emitted += piece
+            if hit:
+                break
+        if first.hit:
+            assert emitted == uninterrupted[0]
+            continue
+        assert text.startswith(emitted)
+        rest, hit = run(list(text[len(emitted) :]), stops)
+        assert (emitted + rest, hit) == uninterrupted, dies_after

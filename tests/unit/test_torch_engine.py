@@ -144,6 +144,18 @@ def test_forced_ids_resume_and_count_toward_max_tokens(engine: TorchEngine) -> N
     assert run(engine, [done])["job-3"] == ([], "length")
 
 
+def test_a_resumed_seeded_job_replays_its_draws(engine: TorchEngine) -> None:
+    """A resumed attempt skips the draws of the forced tokens: the same sampled text."""
+    params = SamplingParams(max_tokens=NEW, temperature=1.0, top_k=40, seed=11)
+    reference = solo(engine, 1, params)
+    resumed = job(engine, 1, params)
+    resumed.forced_ids, resumed.sampled = reference[:6], 6
+    assert run(engine, [resumed])["job-1"][0] == reference[6:]
+    fresh = job(engine, 1, params)
+    fresh.forced_ids = reference[:6]  # without the replay the draws start over
+    assert run(engine, [fresh])["job-1"][0] != reference[6:]
+
+
 def test_cancel_frees_the_row_and_leaves_others_intact(engine: TorchEngine) -> None:
     expected = {f"job-{i}": solo(engine, i) for i in range(4)}
     for i in range(4):

@@ -303,7 +303,7 @@ class ExLlamaV2Engine:
         from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
 
         ids = torch.tensor([list(job.prompt_ids) + list(job.forced_ids)], dtype=torch.long)
-        return ExLlamaV2DynamicJob(
+        exl_job = ExLlamaV2DynamicJob(
             input_ids=ids,
             max_new_tokens=max_new_tokens,
             gen_settings=ExLlamaV2Sampler.Settings(**sampler_kwargs(job.sampling)),
@@ -311,6 +311,10 @@ class ExLlamaV2Engine:
             stop_conditions=list(self._eos),
             identifier=job.job_id,
         )
+        if job.sampling.seed is not None:
+            for _ in range(job.sampled):  # one draw a token (``receive_logits``): replay
+                exl_job.rng.random()
+        return exl_job
 
     def step(self) -> list[StepOutput]:
         """One ``generator.iterate()``: prefill of new jobs and one token for the others."""

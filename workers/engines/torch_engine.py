@@ -31,7 +31,6 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from protocol.jobs import SamplingParams
 from workers.chat import ChatTemplate, load_chat_template
 from workers.engines.base import EngineJob, StepOutput
 from workers.engines.slot_cache import SlotCache
@@ -221,7 +220,7 @@ class TorchEngine:
                 outputs += self._prefill(model, group)
                 group = []
             self._waiting.popleft()
-            group.append(_Running(job, _row_sampling(job.sampling), generated=len(job.forced_ids)))
+            group.append(_Running(job, _row_sampling(job), generated=len(job.forced_ids)))
         if group:
             outputs += self._prefill(model, group)
         return outputs
@@ -240,7 +239,7 @@ class TorchEngine:
             if done is not None:
                 outputs.append(done)
                 continue
-            group.append(_Running(job, _row_sampling(job.sampling), generated=len(job.forced_ids)))
+            group.append(_Running(job, _row_sampling(job), generated=len(job.forced_ids)))
         if group:
             outputs += self._prefill(model, group)
         elif self._running:  # no room: decode as usual
@@ -264,7 +263,7 @@ class TorchEngine:
             if wider * (len(self._running) + len(group) + 1) > MIXED_TOKEN_BUDGET:
                 break
             width = wider
-            group.append(_Running(job, _row_sampling(job.sampling), generated=len(job.forced_ids)))
+            group.append(_Running(job, _row_sampling(job), generated=len(job.forced_ids)))
         for _ in group:
             self._waiting.popleft()
         return group
@@ -396,12 +395,13 @@ def _tokens(job: EngineJob) -> list[int]:
     return [*job.prompt_ids, *job.forced_ids]
 
 
-def _row_sampling(params: SamplingParams) -> RowSampling:
+def _row_sampling(job: EngineJob) -> RowSampling:
+    params = job.sampling
     return RowSampling(
         temperature=params.temperature,
         top_p=params.top_p,
         top_k=params.top_k,
-        generator=make_generator(params.seed),
+        generator=make_generator(params.seed, job.sampled),
     )
 
 
