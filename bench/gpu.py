@@ -44,6 +44,8 @@ SHAPES = {
 }
 CONCURRENCY = (1, 8, 32, 64)
 PROMPT_TOKENS = 64
+PROFILE_TOKENS = 180
+"""A profiled job's length: more than its 52 steps, and within the 256-token contexts."""
 SPECIALS = ("<s>", "</s>", "<pad>")
 
 
@@ -72,6 +74,7 @@ class Report:
     model: dict[str, Any] = field(default_factory=dict)
     runs: list[Run] = field(default_factory=list)
     roofline: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
 
@@ -236,6 +239,80 @@ def _single_rate(times: list[float]) -> float | None:
     return (len(times) - 1) / (times[-1] - times[0])
 
 
+def profile_steps(step: Callable[[], Any], steps: int = 24) -> dict[str, Any]:
+    """Where one stream's decode step goes: wall time against GPU kernel time, and the CPU
+    ops that take the most time. ``step`` advances a single running job by one token.
+
+    The first H200 run decoded one stream at 1-4 % of the bandwidth limit; this says
+    whether a step waits on the GPU or the GPU waits on Python and kernel launches.
+    """
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for _ in range(4):
+        step()
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    wall_ms = (time.perf_counter() - start) * 1000 / steps
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    events = prof.key_averages()
+    device_us = sum(_device_us(e) for e in events if e.device_type.name == "CUDA")
+    kernels = sum(1 for e in prof.events() if e.device_type.name == "CUDA")
+    return {
+        "wall_ms_per_step": round(wall_ms, 3),
+        "gpu_kernel_ms_per_step": round(device_us / 1000 / steps, 3),
+        "gpu_busy_pct": round(100 * device_us / 1000 / steps / wall_ms, 1) if wall_ms else None,
+        "kernels_per_step": round(kernels / steps, 1),
+        "top_cpu_ops": events.table(sort_by="self_cpu_time_total", row_limit=12),
+    }
+
+
+def _device_us(event: Any) -> float:
+    """An averaged profiler event's own device time (the attribute was renamed in torch 2.4)."""
+    value = getattr(event, "self_device_time_total", None)
+    if value is None:
+        value = getattr(event, "self_cuda_time_total", 0.0)
+    return float(value)
+
+
+def profile_engine(engine: Engine) -> dict[str, Any]:
+    """:func:`profile_steps` over our engine with one greedy job running."""
+    sampling = SamplingParams(max_tokens=PROFILE_TOKENS, temperature=0.0)
+    engine.enqueue(EngineJob("profile", prompts(1, seed=7)[0], sampling))
+    try:
+        return profile_steps(engine.step)
+    finally:
+        engine.cancel("profile")
+
+
+def profile_raw_exllamav2(generator: Any) -> dict[str, Any]:
+    """:func:`profile_steps` over the raw dynamic generator with one greedy job running."""
+    import torch
+    from exllamav2.generator import ExLlamaV2DynamicJob, ExLlamaV2Sampler
+
+    generator.enqueue(
+        ExLlamaV2DynamicJob(
+            input_ids=torch.tensor([prompts(1, seed=7)[0]]),
+            max_new_tokens=PROFILE_TOKENS,
+            gen_settings=ExLlamaV2Sampler.Settings.greedy(),
+            stop_conditions=[],
+        )
+    )
+    try:
+        return profile_steps(generator.iterate)
+    finally:
+        generator.clear_queue()
+
+
 # -- parts -----------------------------------------------------------------------------
 
 
@@ -277,6 +354,8 @@ def part_exllamav2(report: Report, model_dir: Path, max_new: int, budget_s: floa
             lambda n, d: drive_raw_exllamav2(engine.generator, n, max_new, d),
             half,
         )
+        report.profiles["exllamav2/engine"] = profile_engine(engine)
+        report.profiles["exllamav2/raw-generator"] = profile_raw_exllamav2(engine.generator)
     finally:
         engine.unload()
 
@@ -295,6 +374,7 @@ def part_torch(report: Report, model_dir: Path, max_new: int, budget_s: float) -
             lambda n, d: drive_engine(engine, "torch", n, max_new, d),
             budget_s,
         )
+        report.profiles["torch/engine"] = profile_engine(engine)
     finally:
         engine.unload()
 
@@ -349,6 +429,10 @@ def markdown(report: Report) -> str:
         )
     lines += ["", f"roofline (HBM {HBM_BYTES_PER_S:.1e} B/s): {report.roofline}", ""]
     lines += [f"- skipped {k}: {v}" for k, v in report.skipped.items()]
+    for label, prof in report.profiles.items():
+        summary = {k: v for k, v in prof.items() if k != "top_cpu_ops"}
+        lines += ["", f"## one-stream step profile: {label}", "", f"{summary}", "", "```"]
+        lines += [prof["top_cpu_ops"], "```"]
     return "\n".join(lines) + "\n"
 
 
