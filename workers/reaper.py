@@ -206,7 +206,7 @@ class Reaper:
         outcome = reply_text(
             self._hand_back(keys=[job_key(job_id), LEASES, target, QUEUED], args=[job_id, attempt])
         )
-        log.info("job %s handed back at shutdown: %s", job_id, outcome)
+        log.info("job %s handed back at shutdown: %s", job_id, outcome, extra={"job_id": job_id})
         return outcome
 
     def _sweep(self, job_id: str) -> str:
@@ -227,7 +227,11 @@ class Reaper:
             )
         )
         if outcome == "restored":
-            log.warning("job %s: its queued message was lost; pushed it back", job_id)
+            log.warning(
+                "job %s: its queued message was lost; pushed it back",
+                job_id,
+                extra={"job_id": job_id},
+            )
         return outcome
 
     def _reap(self, job_id: str) -> str:
@@ -246,7 +250,12 @@ class Reaper:
         )
         outcome = reply_text(outcome)
         if outcome != "renewed":
-            log.warning("job %s: lease lapsed (its worker is gone): %s", job_id, outcome)
+            log.warning(
+                "job %s: lease lapsed (its worker is gone): %s",
+                job_id,
+                outcome,
+                extra={"job_id": job_id},
+            )
         return outcome
 
 

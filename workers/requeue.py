@@ -41,7 +41,12 @@ class Requeuer:
         """``requeued``, or ``skip`` for a job that is no longer queued (nothing to do)."""
         raw = self.redis.hget(job_key(job_id), "msg")
         if raw is None:
-            log.info("job %s for %s not held here and no longer queued", job_id, model)
+            log.info(
+                "job %s for %s not held here and no longer queued",
+                job_id,
+                model,
+                extra={"job_id": job_id},
+            )
             return "skip"
         envelope = msgspec.json.decode(raw)
         props = envelope.get("properties", {})

@@ -420,7 +420,7 @@ class Runtime:
     def _run_on(self, resident: Resident, job_id: str, interactive: bool = True) -> str:
         claim = retrying(lambda: self._claim_job(job_id))
         if claim.outcome != "claimed":
-            log.info("job %s not run: %s", job_id, claim.outcome)
+            log.info("job %s not run: %s", job_id, claim.outcome, extra={"job_id": job_id})
             if claim.outcome == "cancelled":
                 self._record_unstarted_cancel(job_id, claim.last_seq)
             return claim.outcome
@@ -432,9 +432,7 @@ class Runtime:
             with self._lock:
                 self._running.discard(job_id)
 
-    def _run_claimed(
-        self, resident: Resident, job_id: str, claim: Claim, interactive: bool
-    ) -> str:
+    def _run_claimed(self, resident: Resident, job_id: str, claim: Claim, interactive: bool) -> str:
         attempt, last_seq = claim.attempt, claim.last_seq
         try:
             spec = msgspec.json.decode(claim.spec or b"null", type=JobSpec)
@@ -484,7 +482,11 @@ class Runtime:
         job.tokens = state.tokens
         job.first_token_at = time.time()  # keeps the first attempt's first_token_at
         log.info(
-            "job %s: attempt %d resumes after %d tokens", job.job_id, job.attempt, state.tokens
+            "job %s: attempt %d resumes after %d tokens",
+            job.job_id,
+            job.attempt,
+            state.tokens,
+            extra={"job_id": job.job_id},
         )
 
     def _claim_job(self, job_id: str) -> Claim:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import msgspec
@@ -147,3 +148,14 @@ def test_the_sweep_restores_a_queued_job_whose_message_vanished(client: redis.Re
     assert reaper.reap("me") == {"lost": "restored"}
     assert client.lrange(queue, 0, -1) == [waiting.encode(), lost.encode()]
     assert reaper.reap("me") == {}  # seen now: not looked at again for a while
+
+
+def test_worker_log_lines_about_a_job_carry_its_id(
+    client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The JSON log's ``job_id`` (api/logs.py's filter keeps an id a line brings along)."""
+    running(client, "h", lease_ms=60_000)
+    with caplog.at_level(logging.INFO, logger="workers.reaper"):
+        Reaper(client, lease_s=30, max_attempts=3, retention_s=60).hand_back("h", 1)
+    [record] = [r for r in caplog.records if "handed back" in r.getMessage()]
+    assert getattr(record, "job_id", None) == "h"
