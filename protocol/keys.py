@@ -21,6 +21,8 @@ pops with BRPOP, so a reply lost in a Redis restart loses the message)."""
 
 KOMBU_UNACKED = "unacked"
 """kombu's hash of delivered, unacknowledged messages by delivery tag (its default name)."""
+KOMBU_UNACKED_INDEX = "unacked_index"
+"""kombu's sorted set of those delivery tags, scored by delivery time (Unix seconds)."""
 
 REAPER_LOCK = f"{PREFIX}:reaper"
 """Held (with a TTL) by the one worker whose reaper pass is running."""

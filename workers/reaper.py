@@ -17,7 +17,9 @@ For each job whose lease lapsed, one script decides atomically:
 The pass also sweeps ``uml:queued`` for jobs queued long without their message being seen:
 one that is neither in its list nor delivered to a worker is pushed back (kombu pops with
 ``BRPOP``, so a reply lost when Redis restarts loses the message; the job would wait
-forever).
+forever), and so is one delivered that long ago but never claimed (its worker died with it
+prefetched, or dropped it on a broker disconnect without giving it back: kombu would only
+redeliver it after the visibility timeout, days later).
 
 The next claim increments ``attempt`` and resumes from the event log (see
 :meth:`workers.runtime.Runtime.resume_state`); writes of an older attempt are fenced off
@@ -35,6 +37,7 @@ import redis
 from protocol.events import FINALIZE_LUA, ErrorEvent, cancelled_unstarted, template
 from protocol.keys import (
     KOMBU_UNACKED,
+    KOMBU_UNACKED_INDEX,
     LEASES,
     QUEUED,
     REAPER_LOCK,
@@ -116,10 +119,14 @@ return 'handed_back'
 """
 )
 
-# KEYS: job, queued index, the job's queue list, kombu's unacked hash. ARGV: job id, the
-# message as read, its delivery tag. A queued job whose message is neither in its list nor
-# delivered to a worker lost it (kombu pops with BRPOP: a reply lost in a Redis restart is
-# a message gone): push it back. A duplicate is harmless, the claim runs a job once.
+# KEYS: job, queued index, the job's queue list, kombu's unacked hash and its index. ARGV:
+# job id, the message as read, its delivery tag, seconds after which a delivered message
+# of a still-queued job counts as stranded. A queued job whose message is neither in its
+# list nor delivered to a worker lost it (kombu pops with BRPOP: a reply lost in a Redis
+# restart is a message gone); one delivered that long ago without a claim was stranded
+# (its worker died, or dropped it when its broker connection broke and could not give it
+# back). Either way: push it back (and drop the stranded delivery). A duplicate is
+# harmless, the claim runs a job once.
 _RESTORE = (
     _NOW_MS
     + """
@@ -133,7 +140,14 @@ if redis.call('HGET', KEYS[1], 'msg') ~= ARGV[2] then
 end
 redis.call('ZADD', KEYS[2], now_ms, ARGV[1])
 if redis.call('LPOS', KEYS[3], ARGV[2], 'RANK', -1) then return 'queued' end
-if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[3]) == 1 then return 'delivered' end
+if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[3]) == 1 then
+  local at = tonumber(redis.call('ZSCORE', KEYS[5], ARGV[3]))
+  if not at or now_ms / 1000 - at < tonumber(ARGV[4]) then return 'delivered' end
+  redis.call('HDEL', KEYS[4], ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[3])
+  redis.call('RPUSH', KEYS[3], ARGV[2])
+  return 'stranded'
+end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 return 'restored'
 """
@@ -187,7 +201,7 @@ class Reaper:
             )
             for raw in stale:
                 outcome = self._sweep(reply_text(raw))
-                if outcome == "restored":
+                if outcome in ("restored", "stranded"):
                     outcomes[reply_text(raw)] = outcome
             return outcomes
         finally:
@@ -221,15 +235,15 @@ class Reaper:
         except (msgspec.DecodeError, AttributeError):
             pass
         target = _target(reply_text(model or b""), msg)
-        outcome = reply_text(
-            self._restore(
-                keys=[job_key(job_id), QUEUED, target, KOMBU_UNACKED], args=[job_id, msg, tag]
-            )
-        )
-        if outcome == "restored":
+        keys = [job_key(job_id), QUEUED, target, KOMBU_UNACKED, KOMBU_UNACKED_INDEX]
+        stranded_s = self.orphan_ms / 1000
+        outcome = reply_text(self._restore(keys=keys, args=[job_id, msg, tag, stranded_s]))
+        if outcome in ("restored", "stranded"):
+            why = "was lost" if outcome == "restored" else "was delivered but never claimed"
             log.warning(
-                "job %s: its queued message was lost; pushed it back",
+                "job %s: its queued message %s; pushed it back",
                 job_id,
+                why,
                 extra={"job_id": job_id},
             )
         return outcome

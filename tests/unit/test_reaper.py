@@ -150,6 +150,27 @@ def test_the_sweep_restores_a_queued_job_whose_message_vanished(client: redis.Re
     assert reaper.reap("me") == {}  # seen now: not looked at again for a while
 
 
+def test_the_sweep_restores_a_message_delivered_long_ago_but_never_claimed(
+    client: redis.Redis,
+) -> None:
+    """A worker that died with a message prefetched, or dropped it on a broker disconnect,
+    leaves it in kombu's unacked set for the visibility timeout (days): the sweep pushes
+    the job back once the delivery is older than the orphan age, and keeps a fresh one."""
+    queue = list_of("model.tiny", 6)
+    seconds, _ = client.time()
+    for job_id, delivered_at in (("stranded", seconds - 60), ("fresh", seconds - 1)):
+        msg = TASK.replace("t1", f"t-{job_id}")
+        client.hset(job_key(job_id), mapping={"status": "queued", "model": "tiny", "msg": msg})
+        client.zadd(QUEUED, {job_id: 0})
+        client.hset("unacked", f"t-{job_id}", "[]")
+        client.zadd("unacked_index", {f"t-{job_id}": delivered_at})
+    reaper = Reaper(client, lease_s=2, max_attempts=3, retention_s=60)  # orphan age: 4 s
+    assert reaper.reap("me") == {"stranded": "stranded"}
+    assert client.lrange(queue, 0, -1) == [TASK.replace("t1", "t-stranded").encode()]
+    assert client.hkeys("unacked") == [b"t-fresh"]
+    assert client.zrange("unacked_index", 0, -1) == [b"t-fresh"]
+
+
 def test_worker_log_lines_about_a_job_carry_its_id(
     client: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
