@@ -40,7 +40,7 @@ def create_celery(broker_url: str) -> Celery:
         worker_hijack_root_logger=False,
         worker_redirect_stdouts=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
-        worker_consumer="workers.consumer:Consumer",
+        broker_transport="workers.transport:Transport",
     )
     celery.task(name=TASK_GENERATE, ignore_result=True, bind=True)(generate)
     return celery
