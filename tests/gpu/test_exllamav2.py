@@ -155,6 +155,7 @@ def test_exllamav2_prefill_is_causal_and_close_to_fp32(
     std = float(logits.std())
     assert leak <= 1e-3 * std, f"later tokens moved earlier logits by {leak:.4f} (std {std:.3f})"
     want = reference(input_ids=ids.to("cuda:0")).logits[0].float().cpu()
+    logits = logits[:, : want.shape[-1]]  # ExLlamaV2 may pad the head to a multiple of 32
     error = float((logits - want).abs().max()) / float(want.std())
     assert error <= 0.1, f"max |logit - fp32| is {error:.4f} logit std"
 
