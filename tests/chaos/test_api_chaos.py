@@ -103,8 +103,9 @@ def test_redis_restart_under_load(
     chaos_stack: Stack, aof_redis: list[RedisServer], redis_dir: Path, tiny_model: Path
 ) -> None:
     """While Redis is down the API answers 503 + Retry-After; afterwards everything recovers
-    by itself and every job acknowledged with a 202 finishes."""
-    chaos_stack.start_worker(MODEL, tiny_model, slots=8)
+    by itself and every job acknowledged with a 202 finishes, on the same worker process
+    (Celery/kombu 5.7 used to stop it: workers/transport.py)."""
+    worker = chaos_stack.start_worker(MODEL, tiny_model, slots=8)
     _, base = chaos_stack.start_api()
     load = Submitter(base)
     load.start()
@@ -135,7 +136,11 @@ def test_redis_restart_under_load(
                     pending.discard(job_id)
             return not pending
 
-        wait_for(all_done, 120, "every acknowledged job to finish", interval=0.2)
+        def all_done_on_a_live_worker() -> bool:
+            assert worker.process.poll() is None, worker.log()[-3000:]
+            return all_done()
+
+        wait_for(all_done_on_a_live_worker, 120, "every acknowledged job to finish", interval=0.2)
 
 
 def test_sigterm_on_an_api_ends_its_streams_after_the_grace_period_and_their_jobs_run_on(
