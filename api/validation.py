@@ -197,7 +197,7 @@ def job_submission(body: bytes, cfg: ServerSettings) -> NewJob:
         spec=spec,
         priority=sub.priority,
         deadline=parse_deadline(sub.deadline),
-        metadata=_metadata(sub.metadata),
+        metadata=check_metadata(sub.metadata),
     )
 
 
@@ -216,7 +216,8 @@ def parse_deadline(value: float | str | None) -> float | None:
     return when.timestamp()
 
 
-def _metadata(metadata: dict[str, str]) -> dict[str, str]:
+def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """``metadata`` of a job or a batch, within OpenAI's limits (pairs, key and value size)."""
     if len(metadata) > MAX_METADATA_PAIRS:
         raise invalid_request(f"At most {MAX_METADATA_PAIRS} metadata pairs", param="metadata")
     for key, value in metadata.items():

@@ -44,7 +44,6 @@ from protocol.batches import (
     RequestCounts,
 )
 from protocol.jobs import JobSpec
-from protocol.jobs_api import MAX_METADATA_KEY_CHARS, MAX_METADATA_PAIRS, MAX_METADATA_VALUE_CHARS
 from protocol.keys import BATCHES_ACTIVE, batch_key, batches_index_key, reply_text
 from protocol.settings import ServerSettings
 
@@ -211,16 +210,7 @@ def _creation(body: bytes) -> BatchCreate:
             f"completion_window must be one of {', '.join(COMPLETION_WINDOW_S)}",
             param="completion_window",
         )
-    metadata = req.metadata or {}
-    if len(metadata) > MAX_METADATA_PAIRS:
-        raise invalid_request(f"At most {MAX_METADATA_PAIRS} metadata pairs", param="metadata")
-    for key, value in metadata.items():
-        if len(key) > MAX_METADATA_KEY_CHARS or len(value) > MAX_METADATA_VALUE_CHARS:
-            raise invalid_request(
-                f"Metadata keys may have at most {MAX_METADATA_KEY_CHARS} characters and "
-                f"values {MAX_METADATA_VALUE_CHARS}",
-                param="metadata",
-            )
+    validation.check_metadata(req.metadata or {})
     return req
 
 
