@@ -129,8 +129,9 @@ class Scheduler:
             events, fields, ids = job.take_writes()
             if events or fields:
                 final = job.finished and not job.handed_back
-                meter = job.meter if final else None
-                writes.append(JobWrite(job.job_id, events, fields, final, job.attempt, ids, meter))
+                writes.append(
+                    JobWrite(job.job_id, events, fields, final, job.attempt, ids, job.meter)
+                )
             if job.finished:
                 done.append(self._jobs.pop(job.job_id).done)
         watch = list(self._jobs)

@@ -95,8 +95,8 @@ class JobWrite:
     token_ids: dict[int, list[int]] = field(default_factory=dict)
     """seq → the token ids a token event emits, logged in its stream entry."""
     meter: str | None = None
-    """On a final write: the token window the job's prompt and completion tokens are
-    charged to, once (the job hash's ``charged`` flag makes a retried flush safe)."""
+    """The token window the job's prompt and completion tokens are charged to by its final
+    write, once (the job hash's ``charged`` flag makes a retried flush safe)."""
 
 
 class RedisSink:
