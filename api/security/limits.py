@@ -131,6 +131,19 @@ def policy_for(key: object, cfg: LimitSettings) -> Policy | None:
     )
 
 
+def _weighted(previous: int, period: int, elapsed: int) -> int:
+    """The previous bucket's share of the window ``elapsed`` ms into the current bucket."""
+    return previous * (period - elapsed) // period
+
+
+def _decayed_by(previous: int, period: int, room: int) -> int:
+    """The first ``elapsed`` at which ``previous``'s share is at most ``room`` (``room`` >= 0):
+    ``previous * (period - elapsed) < (room + 1) * period``."""
+    if previous == 0:
+        return 0
+    return max(0, period - ((room + 1) * period - 1) // previous)
+
+
 @dataclass(frozen=True)
 class Count:
     """One window's buckets as the admit script saw them, before any charge."""
@@ -145,19 +158,22 @@ class Count:
         return self.now_ms % self.window.period_ms
 
     def used(self) -> int:
-        period = self.window.period_ms
-        return self.previous * (period - self.elapsed_ms) // period + self.current
+        return _weighted(self.previous, self.window.period_ms, self.elapsed_ms) + self.current
 
-    def wait_ms(self, cost: int = 1) -> int:
-        """Milliseconds until ``cost`` more fits, if nothing else is charged meanwhile."""
+    def wait_ms(self, cost: int = 1, charged: int = 0) -> int:
+        """Milliseconds until ``cost`` more fits after ``charged`` more were counted in this
+        bucket, if nothing else is charged meanwhile: the least wait, to the millisecond, by
+        the same integer arithmetic as the admit script. ``cost`` is at most the limit."""
         period, limit = self.window.period_ms, self.window.limit
-        elapsed, cur, prev = self.elapsed_ms, self.current, self.previous
-        if self.used() + cost <= limit:
+        elapsed, cur, prev = self.elapsed_ms, self.current + charged, self.previous
+        if _weighted(prev, period, elapsed) + cur + cost <= limit:
             return 0
         if cur + cost <= limit:  # the previous bucket's share must decay far enough
-            return math.ceil(period - (limit - cur - cost) * period / prev - elapsed)
-        # this bucket must become the previous one and then decay far enough
-        return math.ceil(2 * period - elapsed - (limit - cost) * period / cur)
+            at = _decayed_by(prev, period, limit - cur - cost)
+            if at < period:
+                return max(at, elapsed) - elapsed
+        # this bucket must become the previous one, and its share decay far enough
+        return period - elapsed + min(period, _decayed_by(cur, period, limit - cost))
 
     def remaining(self, charged: int) -> int:
         return max(0, self.window.limit - self.used() - charged)
@@ -165,7 +181,7 @@ class Count:
     def reset_s(self, charged: int) -> int:
         """Seconds until room frees up: the retry time when none is left, else the bucket end."""
         if self.remaining(charged) == 0:
-            return max(1, math.ceil(self.wait_ms(charged + 1) / 1000))
+            return max(1, math.ceil(self.wait_ms(1, charged) / 1000))
         return max(1, math.ceil((self.window.period_ms - self.elapsed_ms) / 1000))
 
 

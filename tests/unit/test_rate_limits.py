@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import given
+from hypothesis import strategies as st
 from litestar.testing import AsyncTestClient
 
 from api.app import create_app
@@ -43,12 +46,63 @@ def test_sliding_window_counts_the_previous_bucket_by_its_overlap() -> None:
     count = Count(MINUTE, current=2, previous=8, now_ms=60_000 * 7 + 15_000)
     assert count.used() == 8 * 45 // 60 + 2 == 8
     assert count.remaining(charged=0) == 2
-    # full: the previous share must decay to 10 - 2 - 1 = 7, at 60 * (1 - 7/10) = 18 s
+    # full: the previous share, floor(10 * (60 - t) / 60), must fall to 10 - 2 - 1 = 7,
+    # which it does once 10 * (60 - t) < 8 * 60, at t = 12.001 s
     full = Count(MINUTE, current=2, previous=10, now_ms=60_000 * 7 + 1_000)
-    assert full.wait_ms(1) == 18_000 - 1_000
-    # this bucket alone is full: wait for the next one, then for its share to decay to 9
+    assert full.wait_ms(1) == 12_001 - 1_000
+    # this bucket alone is full: wait for the next one, then for its share to fall to 9
     alone = Count(MINUTE, current=10, previous=0, now_ms=60_000 * 7 + 20_000)
-    assert alone.wait_ms(1) == 40_000 + 6_000
+    assert alone.wait_ms(1) == 40_000 + 1
+
+
+def _fits_after(count: Count, charged: int, wait: int) -> bool:
+    """Brute force: does one more request fit ``wait`` ms later (buckets rolled as in Lua)?"""
+    period, cur = count.window.period_ms, count.current + charged
+    later = count.now_ms + wait
+    step = later // period - count.now_ms // period
+    prev, cur = {0: (count.previous, cur), 1: (cur, 0)}.get(step, (0, 0))
+    return prev * (period - later % period) // period + cur + 1 <= count.window.limit
+
+
+@given(
+    limit=st.integers(1, 6),
+    period=st.sampled_from([1, 2, 3, 7, 10, 1000]),
+    current=st.integers(0, 8),
+    previous=st.integers(0, 8),
+    bucket=st.integers(0, 3),
+    elapsed=st.integers(0, 999),
+    charged=st.integers(0, 1),
+)
+def test_wait_is_the_least_wait_after_which_one_more_fits(
+    limit: int, period: int, current: int, previous: int, bucket: int, elapsed: int, charged: int
+) -> None:
+    """Every small limit and window, at every point of a bucket, with 0, 1 or more left:
+    the wait is finite, one more request fits after it, and not a millisecond before."""
+    count = Count(
+        Window("w", period, limit), current, previous, bucket * period + elapsed % period
+    )
+    wait = count.wait_ms(1, charged)
+    assert 0 <= wait <= 2 * period
+    assert _fits_after(count, charged, wait)
+    assert wait == 0 or not _fits_after(count, charged, wait - 1)
+    assert 1 <= count.reset_s(charged) <= math.ceil(2 * period / 1000)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+@pytest.mark.parametrize("used", ["none", "all_but_one", "all"])
+def test_headers_of_tiny_limits_at_every_edge(limit: int, used: str) -> None:
+    """A limit of 1 once divided by zero computing the reset of an admitted request (500)."""
+    current = {"none": 0, "all_but_one": limit - 1, "all": limit}[used]
+    now = 60_000 * 3 + 59_999
+    counts = tuple(Count(Window(n, p, limit), current, limit, now) for n, p in PERIODS)
+    for allowed in (True, False):
+        headers = Decision(allowed=allowed, requests=counts, tokens=None).headers()
+        assert int(headers["RateLimit-Reset"]) >= 1
+        assert int(headers["RateLimit-Remaining"]) >= 0
+        assert allowed or int(headers["Retry-After"]) >= 1
+
+
+PERIODS = (("burst", 1000), ("rpm", 60_000), ("rph", 3_600_000))
 
 
 def test_headers_show_the_window_closest_to_exhaustion_and_the_refusing_one() -> None:
@@ -143,3 +197,19 @@ async def test_http_429_shape_and_headers(client: AsyncTestClient[Any]) -> None:
         headers={"Authorization": f"Bearer {other.json()['key']}"},
     )
     assert bad.status_code == 404 and bad.headers["ratelimit-limit"] == "4"
+
+
+@pytest.mark.parametrize("limit", ["burst", "rpm", "rph"])
+async def test_a_limit_of_one_admits_one_then_429s(
+    client: AsyncTestClient[Any], limit: str
+) -> None:
+    """``uml keys create --burst 1`` (or rpm, rph): the first request answered 500."""
+    made = await client.post("/admin/keys", json={"name": "one", limit: 1}, headers=AUTH)
+    key = {"Authorization": f"Bearer {made.json()['key']}"}
+    first = await client.get("/v1/models", headers=key)
+    assert first.status_code == 200, first.text
+    assert first.headers["ratelimit-remaining"] == "0"
+    assert int(first.headers["ratelimit-reset"]) >= 1
+    refused = await client.get("/v1/models", headers=key)
+    assert error_of(refused, 429)["code"] == "rate_limit_exceeded"
+    assert int(refused.headers["retry-after"]) >= 1
