@@ -30,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from protocol.events import Event, decode_event, is_final
 from protocol.keys import EVENT_FIELD, PREFIX, entry_id, events_key, seq_of
+from protocol.openai import ErrorInfo
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,14 @@ _WAKE_TTL_S = 3600
 _EVENT_FIELD = EVENT_FIELD.encode()
 
 
-class RelayUnavailable(Exception):
+class StreamCut(Exception):
+    """A stream ended by the server before its log did; ``info`` is what its reader is told."""
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(message=str(self), type="service_unavailable")
+
+
+class RelayUnavailable(StreamCut):
     """The relay could not read from Redis for too long; the stream is lost to this reader."""
 
 
@@ -55,6 +63,7 @@ class Subscription:
         self.cursor = after_seq
         self.paused = False
         self.closed = False
+        self.cut_by: StreamCut | None = None
         self.queue: asyncio.Queue[Event | BaseException] = asyncio.Queue(QUEUE_SIZE)
 
     def offer(self, seq: int, event: Event) -> bool:
@@ -68,8 +77,16 @@ class Subscription:
         self.cursor = seq
         return True
 
+    def cut(self, reason: StreamCut) -> None:
+        """End the subscription: its reader raises ``reason`` at once, queued events or not."""
+        self.cut_by = reason
+        if not self.queue.full():
+            self.queue.put_nowait(reason)  # wakes a reader waiting on an empty queue
+
     async def get(self, timeout: float | None = None) -> Event | None:
         """The next event, or ``None`` after ``timeout`` seconds with none."""
+        if self.cut_by is not None:
+            raise self.cut_by
         try:
             async with asyncio.timeout(timeout):
                 item = await self.queue.get()

@@ -12,6 +12,7 @@ from litestar import Litestar
 
 from api.app import create_app
 from api.logs import configure_logging
+from api.security.redact import RedactQueryKeys
 from protocol.settings import Settings, get_settings
 
 
@@ -24,6 +25,10 @@ def _audit_to_stdout() -> None:
         audit.addHandler(handler)
         audit.setLevel(logging.INFO)
         audit.propagate = False
+
+
+WS_FRAME_OVERHEAD = 4096
+"""Room around a ``generate`` frame's body (the JSON envelope) above the HTTP body cap."""
 
 
 class GracefulServer(uvicorn.Server):
@@ -53,12 +58,14 @@ def run(settings: Settings | None = None) -> None:
     _audit_to_stdout()
     app = create_app(cfg)
     config = uvicorn.Config(
-        app,
+        RedactQueryKeys(app),  # before routing: no query string logs a key
         host=cfg.server.host,
         port=cfg.server.port,
         log_level="info",
         log_config=None,  # uvicorn logs through the root handler (api.logs)
         access_log=cfg.server.access_log,
+        # a frame over the body cap closes the socket with 1009 from its header, unread
+        ws_max_size=cfg.server.max_body_bytes + WS_FRAME_OVERHEAD,
         timeout_graceful_shutdown=math.ceil(cfg.server.shutdown_grace_s),
     )
     GracefulServer(config, app).run()

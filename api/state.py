@@ -14,6 +14,7 @@ from api.batch_runner import BatchRunner
 from api.relay import Relay
 from api.security.keys import Authenticator, KeyStore, load_bootstrap
 from api.security.limits import Limiter
+from api.security.revocation import KeyWatcher
 from api.services.batches import BatchStore
 from api.services.files import FileStore
 from api.services.models import LiveModels
@@ -29,6 +30,7 @@ class Resources:
     models: LiveModels
     keys: KeyStore
     authenticator: Authenticator
+    watcher: KeyWatcher
     limiter: Limiter
     store: JobStore
     files: FileStore
@@ -42,7 +44,8 @@ class Resources:
 
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """Open Redis and the stream relay; close them in reverse order."""
+    """Open Redis, the stream relay, the batch runner and the key watcher; close them in
+    reverse order."""
     bootstrap = load_bootstrap(settings.security)
     timeout = settings.redis.socket_timeout_s
     # redis-py's default pool refuses the 101st concurrent command ("Too many connections",
@@ -70,6 +73,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     files = FileStore(redis, settings.batch.file_ttl_s)
     runner = BatchRunner(redis, settings, store, files, models)
     await runner.start()
+    watcher = KeyWatcher(redis, settings.security.key_recheck_s)
+    await watcher.start()
     try:
         yield Resources(
             settings=settings,
@@ -78,6 +83,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             models=models,
             keys=keys,
             authenticator=Authenticator(keys, bootstrap),
+            watcher=watcher,
             limiter=Limiter(redis, settings.limits),
             store=store,
             files=files,
@@ -85,6 +91,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             batch_runner=runner,
         )
     finally:
+        await watcher.stop()
         await runner.stop()
         await relay.stop()
         await redis.aclose()

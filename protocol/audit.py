@@ -1,4 +1,5 @@
-"""The audit record: one per HTTP request, in the JSON log and the Redis stream ``uml:audit``.
+"""The audit record: one per HTTP request, WebSocket handshake or socket operation, in the
+JSON log and the Redis stream ``uml:audit``.
 
 It names the key by id and name, never the key itself. Prompt and completion text appear
 only when ``UML_AUDIT_LOG_TEXT`` is on.
@@ -32,6 +33,10 @@ class AuditRecord(Struct, kw_only=True, omit_defaults=True):
         str | None, Meta(description="An admin action: key.create, key.revoke, key.rotate.")
     ] = None
     target: Annotated[str | None, Meta(description="What the action changed (a key id).")] = None
+    socket: Annotated[
+        str | None,
+        Meta(description="For an operation sent over a WebSocket: its handshake's request_id."),
+    ] = None
     prompt: str | None = None
     completion: str | None = None
     id: Annotated[str | None, Meta(description="The uml:audit stream entry id (on reads).")] = None

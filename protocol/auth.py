@@ -194,8 +194,12 @@ def revoked(record: ApiKey, now: float | None = None) -> ApiKey:
 
 def check(record: ApiKey, secret: str, now: float | None = None) -> Verdict:
     """Does ``secret`` open ``record`` now? Hashes are compared in constant time."""
+    return check_hash(record, hash_secret(secret), now)
+
+
+def check_hash(record: ApiKey, presented: str, now: float | None = None) -> Verdict:
+    """:func:`check` for a secret known by its hash (what an open connection keeps)."""
     now = time.time() if now is None else now
-    presented = hash_secret(secret)
     current = hmac.compare_digest(presented, record.hash)
     in_grace = record.grace_until is not None and now < record.grace_until
     previous = hmac.compare_digest(presented, record.previous_hash or "")
@@ -206,6 +210,16 @@ def check(record: ApiKey, secret: str, now: float | None = None) -> Verdict:
     if record.expires_at is not None and now >= record.expires_at:
         return "expired"
     return "ok"
+
+
+def valid_until(record: ApiKey, presented: str) -> float | None:
+    """When the secret hashed ``presented`` stops opening ``record`` by the clock alone (its
+    expiry, or its rotation grace for an old secret); ``None``: not by the clock."""
+    ends = [record.expires_at]
+    if not hmac.compare_digest(presented, record.hash):
+        ends.append(record.grace_until)
+    times = [t for t in ends if t is not None]
+    return min(times) if times else None
 
 
 def bootstrap_key(plaintext: str) -> ApiKey:

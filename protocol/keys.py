@@ -45,6 +45,10 @@ CELERY_PRIORITY_STEPS = (0, 3, 6, 9)
 APIKEYS_SET = f"{PREFIX}:apikeys"
 """A set of the ids of every stored API key (``uml keys list``, ``GET /admin/keys``)."""
 
+KEY_CHANGES_CHANNEL = f"{PREFIX}:keys:changed"
+"""Pub/sub channel: the id of every API key just revoked or rotated, so each API process
+re-checks the connections it holds open with that key (see ``api/security/revocation.py``)."""
+
 AUDIT_STREAM = f"{PREFIX}:audit"
 """The audit log: a capped stream of :class:`protocol.audit.AuditRecord` JSON in ``data``."""
 
@@ -155,6 +159,11 @@ def ratelimit_key(key_id: str, window: str) -> str:
 def streams_key(key_id: str) -> str:
     """One API key's open streams: a sorted set of lease tokens scored by lease expiry (ms)."""
     return f"{PREFIX}:rl:{{{key_id}}}:streams"
+
+
+def sockets_key(key_id: str) -> str:
+    """One API key's open WebSockets: a sorted set of lease tokens scored by lease expiry."""
+    return f"{PREFIX}:rl:{{{key_id}}}:sockets"
 
 
 def file_key(file_id: str) -> str:

@@ -228,6 +228,14 @@ class SecuritySettings(Struct, frozen=True, kw_only=True):
         bool,
         Meta(description="Also write prompt and completion text into audit records (default off)."),
     ] = False
+    key_recheck_s: Annotated[
+        float,
+        Meta(
+            ge=1,
+            description="Each API process re-reads the keys of its open streams and sockets this "
+            "often, besides at once on every revoke or rotate it is told of.",
+        ),
+    ] = 30.0
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -271,6 +279,21 @@ class LimitSettings(Struct, frozen=True, kw_only=True):
             description="A stream slot not renewed this long (its API process died) is freed.",
         ),
     ] = 60.0
+    max_sockets: Annotated[
+        int, Meta(ge=1, description="Most WebSockets (/ws) one key may have open at once.")
+    ] = 16
+    ws_messages_per_s: Annotated[
+        float,
+        Meta(gt=0, description="Messages per second one WebSocket may send, sustained."),
+    ] = 20.0
+    ws_message_burst: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Messages one WebSocket may send at once above the sustained rate; a "
+            "socket that goes on sending this many more after being told to slow down is closed.",
+        ),
+    ] = 40
 
 
 class BatchSettings(Struct, frozen=True, kw_only=True):

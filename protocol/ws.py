@@ -37,8 +37,18 @@ KEY_SUBPROTOCOL_PREFIX = "uml.key."
 """Browsers cannot set headers on a WebSocket: they may offer ``uml.key.<API key>``."""
 
 CLOSE_UNAUTHORIZED = 4401
+"""The handshake's key did not open (on a server that cannot answer a plain HTTP 401)."""
+CLOSE_KEY_EXPIRED = 4401
+"""The socket's key stopped opening by the clock: it expired, or the old secret it was opened
+with reached the end of its rotation grace (the reason says which). A new key is needed."""
+CLOSE_KEY_REVOKED = 4410
+"""The socket's key was revoked: closed on every replica within seconds of the revoke."""
 CLOSE_OVERLOADED = 4008
 """The socket's send buffer overflowed (the client reads too slowly); its jobs are cancelled."""
+CLOSE_POLICY = 1008
+"""The client went on sending past its message budget after being told to slow down."""
+CLOSE_TOO_BIG = 1009
+"""A frame over the body cap (``UML_MAX_BODY_BYTES``), refused before it is read whole."""
 CLOSE_SHUTDOWN = 1001
 
 

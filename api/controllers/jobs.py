@@ -124,6 +124,7 @@ class JobsController(Controller):
             res.settings.server.sse_ping_s,
             res.limiter,
             res.limiter.policy(request.user),
+            res.watcher.watch(request.auth),
         )
         return Stream(
             body,

@@ -90,8 +90,10 @@ async def _run(
     if req.stream:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         renderer = render.ChunkRenderer(spec.kind, job_id, spec.model, created, include_usage)
+        watch = res.watcher.watch(request.auth)
+        ping_s = res.settings.server.sse_ping_s
         events = res.limiter.leased(
-            jobs.follow(res.relay, res.redis, job_id, retention_s, res.settings.server.sse_ping_s),
+            jobs.follow(res.relay, res.redis, job_id, retention_s, ping_s, watch),
             policy,
             stream_slot,
         )

@@ -2,9 +2,11 @@
 :mod:`api.services.ws`).
 
 The key is checked at the handshake, before the socket is accepted, by the same
-authenticator as every HTTP route; a refused handshake is an HTTP 401 with OpenAI's error
-body. The route opts out of the HTTP auth middleware only because it also accepts the key
-as ``?api_key=`` or a ``uml.key.<key>`` subprotocol, which browsers need.
+authenticator as every HTTP route, and the handshake is charged to the key's request
+windows and takes one of its socket slots; a refused handshake is an HTTP 401 or 429 with
+OpenAI's error body. Every handshake, accepted or not, is audited. The route opts out of
+the HTTP auth middleware only because it also accepts the key as ``?api_key=`` or a
+``uml.key.<key>`` subprotocol, which browsers need.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from api.errors import APIError
+from api.security.audit import AuditWriter
 from api.security.middleware import PUBLIC
-from api.services.ws import Overflow, Session, chosen_subprotocol, key_of
+from api.services.ws import Op, Overflow, Session
+from api.services.ws_handshake import admit, chosen_subprotocol, handshake_record
 from api.state import Resources
 from protocol import ws
 from protocol.openai import ErrorResponse, encode
@@ -49,11 +53,7 @@ async def _run(socket: WebSocket, session: Session) -> None:  # type: ignore[typ
         while True:
             await socket.send_data((await session.outbox.queue.get()).decode())
 
-    tasks = [
-        asyncio.create_task(receive()),
-        asyncio.create_task(send()),
-        asyncio.create_task(session.outbox.overflowed.wait()),
-    ]
+    tasks = [asyncio.ensure_future(w) for w in (receive(), send(), *session.endings())]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -61,19 +61,24 @@ async def _run(socket: WebSocket, session: Session) -> None:  # type: ignore[typ
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await session.close()
-    if session.outbox.overflowed.is_set():
+    closing = session.close_code()
+    if closing is not None:
         with contextlib.suppress(Exception):
-            await socket.close(ws.CLOSE_OVERLOADED, "send buffer overflow: reading too slowly")
+            await socket.close(*closing)
 
 
 @websocket("/ws", opt=PUBLIC)
 async def ws_endpoint(socket: WebSocket) -> None:  # type: ignore[type-arg]
     """Generate, subscribe to and cancel jobs; see docs/client.md."""
     res = Resources.of(socket.app.state)
+    writer = AuditWriter.of(socket.app.state)
+    op = Op("handshake")
     try:
-        user = await res.authenticator.verify(key_of(socket))
+        credential, slot = await admit(socket, res)
     except APIError as exc:
+        writer.submit(handshake_record(writer, socket, op, exc.status))
         await _deny(socket, exc)
         return
+    writer.submit(handshake_record(writer, socket, op, 101))
     await socket.accept(subprotocols=chosen_subprotocol(socket))
-    await _run(socket, Session(res, user))
+    await _run(socket, Session(res, credential, writer, op.request_id, slot))

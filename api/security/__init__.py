@@ -1,6 +1,8 @@
-"""Security: API keys (storage, verification), the authentication middleware, scope guards.
+"""Security: API keys (storage, verification), the authentication middleware, scope guards,
+per-key limits, CORS, the audit log, and the watch that cuts open connections of a key that
+was revoked or expired.
 
-Rate limits, CORS and the audit log come next and hang off the same seam: the middleware
-leaves the verified :class:`protocol.auth.ApiKey` in ``request.user`` (its id in
-``request.auth``) before any handler or body parsing runs.
+The middleware leaves the verified :class:`protocol.auth.ApiKey` in ``request.user`` (its
+:class:`api.security.keys.Credential` in ``request.auth``) before any handler or body
+parsing runs.
 """

@@ -1,4 +1,5 @@
-"""The audit log: one record per HTTP request, to the ``uml.audit`` logger and ``uml:audit``.
+"""The audit log: one record per HTTP request, per WebSocket handshake and per operation a
+socket sends, to the ``uml.audit`` logger and ``uml:audit``.
 
 :class:`AuditMiddleware` is the outermost route middleware. It mints the request id, times
 the request, and on the way out reads what the inner layers left behind: the verified key
@@ -182,6 +183,40 @@ def _record(
         latency_ms=round((time.perf_counter() - t0) * 1000, 3),
         job_id=job_id,
         **extra,
+    )
+
+
+def socket_record(
+    writer: AuditWriter,
+    key: ApiKey | None,
+    *,
+    path: str,
+    status: int,
+    started: float,
+    t0: float,
+    request_id: str,
+    socket: str | None = None,
+    method: str = "WS",
+    **fields: Any,
+) -> AuditRecord:
+    """The record of a WebSocket handshake (``GET /ws``) or of one operation a socket sent
+    (``WS /ws/generate``, ``/ws/subscribe``, ``/ws/cancel``): the same fields as HTTP's, with
+    ``socket`` naming the handshake's ``request_id``."""
+    if not writer.settings.audit_log_text:
+        for name in _TEXT_FIELDS:
+            fields.pop(name, None)
+    return AuditRecord(
+        time=started,
+        request_id=request_id,
+        key_id=key.id if key is not None else ANONYMOUS,
+        key_name=key.name if key is not None else None,
+        scope=key.scope if key is not None else None,
+        method=method,
+        path=path,
+        status=status,
+        latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+        socket=socket,
+        **fields,
     )
 
 

@@ -3,12 +3,15 @@
 A record lives at ``uml:apikey:{id}`` (JSON, hash only) and its id in the set
 ``uml:apikeys``. Verifying a key costs one ``GET``; there is no in-process cache, so a
 revoke or a rotation's grace end holds on every API replica at the next request.
+A revoke or a rotation is also published on :data:`protocol.keys.KEY_CHANGES_CHANNEL`, so
+connections already open with the key are re-checked at once (``api/security/revocation.py``).
 The bootstrap admin key (``UML_ADMIN_KEY``) is checked in memory first and never stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -17,7 +20,7 @@ from redis.exceptions import WatchError
 from api.errors import APIError
 from protocol import auth
 from protocol.auth import ApiKey, Verdict
-from protocol.keys import APIKEYS_SET, apikey_key
+from protocol.keys import APIKEYS_SET, KEY_CHANGES_CHANNEL, apikey_key
 from protocol.settings import SecuritySettings
 
 _Change = Callable[[ApiKey], tuple[ApiKey, str]]
@@ -96,10 +99,26 @@ class KeyStore:
                     record, plaintext = change(auth.decode_record(raw))
                     pipe.multi()  # type: ignore[no-untyped-call]
                     pipe.set(name, auth.encode_record(record))
+                    pipe.publish(KEY_CHANGES_CHANNEL, key_id)  # open connections re-check
                     await pipe.execute()
                     return record, plaintext
                 except WatchError:
                     continue
+
+
+@dataclass(frozen=True)
+class Credential:
+    """A verified key as a connection holds it: the record, and the hash of the secret it
+    presented (an old secret during a rotation's grace differs from ``key.hash``), so an open
+    stream or socket can be re-checked without keeping the secret."""
+
+    key: ApiKey
+    presented: str
+
+    @property
+    def revocable(self) -> bool:
+        """The bootstrap key lives in the processes' settings, not in Redis: never revoked."""
+        return self.key.id != auth.BOOTSTRAP_ID
 
 
 class Authenticator:
@@ -109,15 +128,28 @@ class Authenticator:
         self._store = store
         self._bootstrap = bootstrap
 
-    async def verify(self, presented: str) -> ApiKey:
+    async def verify(self, presented: str) -> Credential:
         if self._bootstrap is not None and auth.check(self._bootstrap, presented) == "ok":
-            return self._bootstrap
+            return Credential(self._bootstrap, self._bootstrap.hash)
         parsed = auth.parse_key(presented)
         if parsed is None:
             raise unauthorized(_MESSAGES["wrong"])
         key_id, secret = parsed
         record = await self._store.get(key_id)
-        verdict: Verdict = "wrong" if record is None else auth.check(record, secret)
+        hashed = auth.hash_secret(secret)
+        verdict: Verdict = "wrong" if record is None else auth.check_hash(record, hashed)
         if record is None or verdict != "ok":
             raise unauthorized(_MESSAGES[verdict])
-        return record
+        return Credential(record, hashed)
+
+    async def recheck(self, credential: Credential) -> Verdict:
+        """The credential's verdict now, from the stored record (one ``GET``)."""
+        if not credential.revocable:
+            return "ok"
+        record = await self._store.get(credential.key.id)
+        return "revoked" if record is None else auth.check_hash(record, credential.presented)
+
+
+def refusal(verdict: Verdict) -> APIError:
+    """The 401 for a credential that no longer opens its key."""
+    return unauthorized(_MESSAGES.get(verdict, _MESSAGES["wrong"]))

@@ -35,7 +35,7 @@ import redis.asyncio as aioredis
 from api.errors import APIError
 from protocol.auth import BOOTSTRAP_ID, ApiKey
 from protocol.events import Event
-from protocol.keys import ratelimit_key, streams_key
+from protocol.keys import ratelimit_key, sockets_key, streams_key
 from protocol.meter import ROLL_LUA, TOKEN_WINDOW_MS
 from protocol.settings import LimitSettings
 
@@ -97,12 +97,13 @@ class Window:
 
 @dataclass(frozen=True)
 class Policy:
-    """What one key may do: request windows, a token budget, a stream cap."""
+    """What one key may do: request windows, a token budget, caps on streams and sockets."""
 
     key_id: str
     requests: tuple[Window, ...]
     tokens: Window
     max_streams: int
+    max_sockets: int
     lease_ms: int
 
 
@@ -127,6 +128,7 @@ def policy_for(key: object, cfg: LimitSettings) -> Policy | None:
         ),
         tokens=Window("tpm", TOKEN_WINDOW_MS, own.tpm or cfg.tpm),
         max_streams=cfg.max_streams,
+        max_sockets=cfg.max_sockets,
         lease_ms=int(cfg.stream_lease_s * 1000),
     )
 
@@ -252,14 +254,43 @@ def rate_limited(decision: Decision) -> APIError:
 
 
 def too_many_streams(policy: Policy, open_now: int) -> APIError:
+    return _too_many("streams", policy.max_streams, open_now)
+
+
+def too_many_sockets(policy: Policy, open_now: int) -> APIError:
+    return _too_many("WebSockets", policy.max_sockets, open_now)
+
+
+def _too_many(what: str, limit: int, open_now: int) -> APIError:
     return APIError(
         429,
-        f"Too many open streams for this API key: Limit {policy.max_streams}, Open {open_now}. "
+        f"Too many open {what} for this API key: Limit {limit}, Open {open_now}. "
         "Close one or retry shortly.",
         type="requests",
         code="rate_limit_exceeded",
         headers={"Retry-After": "1"},
     )
+
+
+class MessageBudget:
+    """A token bucket for one WebSocket's messages, in memory: ``rate`` a second sustained,
+    ``burst`` at once. No Redis: it guards the socket's own process from a flood before any
+    message costs a Redis call (the key's limits still apply to what a message starts)."""
+
+    def __init__(self, rate: float, burst: int, now: float | None = None) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic() if now is None else now
+
+    def take(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class Limiter:
@@ -288,19 +319,40 @@ class Limiter:
         """Take a stream slot (a lease token) or raise 429; ``None`` when unlimited."""
         if policy is None:
             return None
-        token = secrets.token_hex(8)
-        ok, open_now = await self._lease(
-            keys=[streams_key(policy.key_id)], args=[policy.max_streams, policy.lease_ms, token]
-        )
-        if not ok:
-            raise too_many_streams(policy, int(open_now))
+        token, open_now = await self._take(streams_key(policy.key_id), policy.max_streams, policy)
+        if token is None:
+            raise too_many_streams(policy, open_now)
         return token
 
     async def close_stream(self, policy: Policy, token: str) -> None:
         """Give the slot back; survives the cancellation of a disconnected stream."""
+        await self._give(streams_key(policy.key_id), token)
+
+    async def open_socket(self, policy: Policy | None) -> str | None:
+        """Take one of the key's WebSocket slots or raise 429; ``None`` when unlimited."""
+        if policy is None:
+            return None
+        token, open_now = await self._take(sockets_key(policy.key_id), policy.max_sockets, policy)
+        if token is None:
+            raise too_many_sockets(policy, open_now)
+        return token
+
+    async def renew_socket(self, policy: Policy, token: str) -> None:
+        """Extend a socket's slot lease; call every third of the lease while it is open."""
+        await self._lease(keys=[sockets_key(policy.key_id)], args=[0, policy.lease_ms, token])
+
+    async def close_socket(self, policy: Policy, token: str) -> None:
+        await self._give(sockets_key(policy.key_id), token)
+
+    async def _take(self, name: str, cap: int, policy: Policy) -> tuple[str | None, int]:
+        token = secrets.token_hex(8)
+        ok, open_now = await self._lease(keys=[name], args=[cap, policy.lease_ms, token])
+        return (token if ok else None), int(open_now)
+
+    async def _give(self, name: str, token: str) -> None:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
-                await self._redis.zrem(streams_key(policy.key_id), token)
+                await self._redis.zrem(name, token)
             except Exception:  # best effort: the lease runs out by itself
                 pass
 

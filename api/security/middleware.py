@@ -58,15 +58,16 @@ def presented_key(connection: ASGIConnection) -> str:  # type: ignore[type-arg]
 
 
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
-    """Leaves the verified :class:`protocol.auth.ApiKey` in ``user`` and its id in ``auth``."""
+    """Leaves the verified :class:`protocol.auth.ApiKey` in ``user`` and its
+    :class:`api.security.keys.Credential` in ``auth`` (streams re-check it while open)."""
 
     async def authenticate_request(
         self,
         connection: ASGIConnection,  # type: ignore[type-arg]
     ) -> AuthenticationResult:
         key = presented_key(connection)
-        record = await Resources.of(connection.app.state).authenticator.verify(key)
-        return AuthenticationResult(user=record, auth=record.id)
+        credential = await Resources.of(connection.app.state).authenticator.verify(key)
+        return AuthenticationResult(user=credential.key, auth=credential)
 
 
 def auth_middleware() -> DefineMiddleware:

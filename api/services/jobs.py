@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 from msgspec import Struct
 
 from api.errors import APIError, unavailable
-from api.relay import Relay, RelayUnavailable
+from api.relay import Relay, RelayUnavailable, StreamCut
+from api.security.revocation import Watch
 from api.services.store import JobStore, QueueFull
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
 from protocol.jobs import JobSpec, queued_record
@@ -137,16 +138,25 @@ async def collect_or_cancel(
 
 
 async def follow(
-    relay: Relay, redis: aioredis.Redis, job_id: str, retention_s: int, idle_s: float
+    relay: Relay,
+    redis: aioredis.Redis,
+    job_id: str,
+    retention_s: int,
+    idle_s: float,
+    watch: Watch | None = None,
 ) -> AsyncIterator[Event | None]:
     """The job's events (``None`` on idle ticks); cancels the job if abandoned before its end.
 
     The subscription is made on first iteration, so a response that never starts leaves
-    nothing registered in the relay (the log is replayable; nothing is missed).
+    nothing registered in the relay (the log is replayable; nothing is missed). A ``watch``
+    that fires (the key was revoked or expired) ends the stream with an error event, and the
+    job, abandoned, is cancelled; the watch is closed with the stream.
     """
     finished = False
     try:
         sub = await relay.subscribe(job_id)
+        if watch is not None:
+            watch.bind(sub)
         try:
             async for event in sub.events(idle_s):
                 if event is not None and is_final(event):
@@ -154,9 +164,11 @@ async def follow(
                 yield event
         finally:
             sub.close()
-    except RelayUnavailable as exc:
-        finished = True
-        yield ErrorEvent(seq=0, error=ErrorInfo(message=str(exc), type="service_unavailable"))
+    except StreamCut as exc:
+        finished = isinstance(exc, RelayUnavailable)  # Redis is gone: nothing to cancel
+        yield ErrorEvent(seq=0, error=exc.info())
     finally:
+        if watch is not None:
+            watch.close()
         if not finished and not relay.draining:
             await cancel_shielded(redis, job_id, retention_s)

@@ -14,9 +14,10 @@ import anyio
 import msgspec
 
 from api.errors import APIError
-from api.relay import Relay, RelayUnavailable
+from api.relay import Relay, RelayUnavailable, StreamCut
 from api.render import PING
 from api.security.limits import Limiter, Policy
+from api.security.revocation import Watch
 from api.services.jobs import queue_full
 from api.services.store import IdempotencyConflict, JobStore, QueueFull, Snapshot, view_status
 from protocol.events import Event, encode_event, is_final
@@ -156,9 +157,11 @@ async def event_stream(
     ping_s: float,
     limiter: Limiter,
     policy: Policy | None,
+    watch: Watch | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE bytes of the job's log after ``after``: ``id: {seq}`` + ``data: {json}`` per
-    event, a comment ping each idle ``ping_s``; it ends with the log's final event.
+    event, a comment ping each idle ``ping_s``; it ends with the log's final event, or with an
+    ``error`` event when ``watch`` fires (the key was revoked or expired).
 
     Checks ownership, then takes one of the key's stream slots (429 past
     ``max_streams``), before the first byte. Leaving the stream never cancels the job.
@@ -173,7 +176,9 @@ async def event_stream(
         if policy is not None and slot is not None:
             await limiter.close_stream(policy, slot)
         raise APIError(503, str(exc), type="service_unavailable") from exc
-    return _render(limiter.leased(sub.events(ping_s), policy, slot))
+    if watch is not None:
+        watch.bind(sub)
+    return _render(limiter.leased(sub.events(ping_s), policy, slot), watch)
 
 
 async def _empty() -> AsyncIterator[bytes]:
@@ -181,7 +186,9 @@ async def _empty() -> AsyncIterator[bytes]:
     yield b""  # pragma: no cover
 
 
-async def _render(events: AsyncIterator[Event | None]) -> AsyncIterator[bytes]:
+async def _render(
+    events: AsyncIterator[Event | None], watch: Watch | None = None
+) -> AsyncIterator[bytes]:
     try:
         async for event in events:
             if event is None:
@@ -190,5 +197,9 @@ async def _render(events: AsyncIterator[Event | None]) -> AsyncIterator[bytes]:
             yield b"id: %d\ndata: %s\n\n" % (event.seq, encode_event(event))
             if is_final(event):
                 return
-    except RelayUnavailable as exc:
-        yield b"event: error\ndata: " + msgspec.json.encode({"error": str(exc)}) + b"\n\n"
+    except StreamCut as exc:
+        body = msgspec.json.encode({"error": exc.info()})
+        yield b"event: error\ndata: " + body + b"\n\n"
+    finally:
+        if watch is not None:
+            watch.close()

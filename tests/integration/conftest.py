@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.auth import AUTH
-from tests.integration.stack import Stack
+from tests.integration.stack import Stack, keys_in_logs
 from uml.redis_server import start_redis
 
 MODEL = "tiny"
@@ -36,6 +36,8 @@ def stack(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     finally:
         stack.stop()
         server.stop()
+    # every key any test made, in any spelling it was sent: none reached a process log
+    assert not keys_in_logs(stack.log_dir), keys_in_logs(stack.log_dir)
 
 
 @pytest.fixture(scope="session")

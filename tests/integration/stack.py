@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,17 @@ from uml.redis_server import free_port
 
 STREAM_CAP = 4
 """Open streams per user key in test stacks (``UML_LIMIT_MAX_STREAMS``); admin: unlimited."""
+KEY_SHAPED = re.compile(r"uml_(?:[0-9a-f]{16}|admin)_[A-Za-z0-9_-]{32,}")
+"""Any stored key or generated bootstrap key, whatever key a test made."""
+
+
+def keys_in_logs(log_dir: Path) -> list[str]:
+    """Every key-shaped string in any process log under ``log_dir`` (``file: match``)."""
+    found = []
+    for path in sorted(log_dir.rglob("*.log")):
+        text = path.read_text(errors="replace")
+        found += [f"{path.name}: {m[:24]}…" for m in KEY_SHAPED.findall(text)]
+    return found
 
 
 def wait_for(

@@ -9,14 +9,8 @@ import msgspec
 import pytest
 
 from api.controllers import ws as controller
-from api.services.ws import (
-    Outbox,
-    Overflow,
-    chosen_subprotocol,
-    key_of,
-    redact_query_key,
-    render,
-)
+from api.services.ws import Outbox, Overflow, render
+from api.services.ws_handshake import chosen_subprotocol, key_of, redact_query_key
 from client._errors import JobError, NotFoundError, WebSocketClosedError
 from client._ws import Router
 from protocol import ws
@@ -141,6 +135,12 @@ class FloodSession:
             self.outbox.put(ws.Token(job_id="j", seq=seq, text="x"))
             await asyncio.sleep(0)
 
+    def endings(self) -> list[Any]:
+        return [self.outbox.overflowed.wait()]
+
+    def close_code(self) -> tuple[int, str] | None:
+        return (ws.CLOSE_OVERLOADED, "overflow") if self.outbox.overflowed.is_set() else None
+
     async def close(self) -> None:
         self.closed = True
 
@@ -156,19 +156,27 @@ async def test_a_slow_reader_is_closed_with_the_overload_code() -> None:
 
 
 def _session(store: Any) -> Any:
-    from unittest.mock import MagicMock
+    from unittest.mock import AsyncMock, MagicMock
 
+    from api.security.keys import Authenticator, Credential
     from api.security.limits import Limiter
+    from api.security.revocation import KeyWatcher
     from api.services.ws import Session
     from api.state import Resources
     from protocol.auth import ApiKey
+    from tests.unit.test_api_http import settings
 
     res = MagicMock(spec=Resources)
+    res.settings = settings("redis://unused")
     res.limiter = MagicMock(spec=Limiter)
     res.limiter.policy.return_value = None
+    res.watcher = MagicMock(spec=KeyWatcher)
+    res.watcher.watch.return_value = None
+    res.authenticator = MagicMock(spec=Authenticator)
+    res.authenticator.recheck = AsyncMock(return_value="ok")
     res.store = store
     key = ApiKey(id="k1", name="t", scope="user", hash="h", created_at=0.0)
-    return Session(res, key)
+    return Session(res, Credential(key, "h"))
 
 
 async def test_store_failures_become_error_frames() -> None:
