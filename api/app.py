@@ -23,7 +23,7 @@ from litestar.response import Redirect
 
 from api.controllers.admin import AdminAuditController, AdminKeysController
 from api.controllers.batches import BatchesController
-from api.controllers.files import FilesController
+from api.controllers.files import UPLOAD_OVERHEAD_BYTES, FilesController
 from api.controllers.health import HealthController
 from api.controllers.jobs import JobsController
 from api.controllers.models import ModelsController
@@ -37,9 +37,6 @@ from api.security.cors import cors_config
 from api.security.middleware import PUBLIC, RateLimitMiddleware, auth_middleware
 from api.state import open_resources
 from protocol.settings import Settings, get_settings
-
-UPLOAD_OVERHEAD_BYTES = 64 * 1024
-"""Room for a multipart upload's boundaries and part headers around the file's bytes."""
 
 
 @get("/docs", include_in_schema=False, opt=PUBLIC)

@@ -308,6 +308,22 @@ class BatchSettings(Struct, frozen=True, kw_only=True):
             "takes over this long after it dies.",
         ),
     ] = 10.0
+    quota_bytes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Bytes of files one key may keep, its uploads and its batches' outputs "
+            "together; an upload past it gets 400 `storage_quota_exceeded`. 0: no limit.",
+        ),
+    ] = 512 * 1024 * 1024
+    quota_files: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Files one key may keep, uploads and batch outputs together; an upload "
+            "past it gets 400 `storage_quota_exceeded`. 0: no limit.",
+        ),
+    ] = 1000
 
 
 class FlowerSettings(Struct, frozen=True, kw_only=True):

@@ -2,7 +2,9 @@
 
 Uploads are ``multipart/form-data`` with ``file`` and ``purpose=batch``; the body limit of
 these routes is ``UML_BATCH_MAX_FILE_BYTES`` (413 beyond), set by the router that mounts
-them (see :func:`api.app.create_app`).
+them (see :func:`api.app.create_app`). An upload must fit the key's storage quota
+(:mod:`api.services.file_quota`): one whose ``Content-Length`` already says it cannot is
+refused before its body is read.
 """
 
 from __future__ import annotations
@@ -22,6 +24,15 @@ from protocol.batches import FileDeleted, FileList, FileObject
 
 MAX_FILENAME_CHARS = 255
 
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
+"""Room for a multipart upload's boundaries and part headers around the file's bytes."""
+
+
+def least_file_bytes(request: Request[Any, Any, Any]) -> int:
+    """The fewest bytes the uploaded file can have, by the request's ``Content-Length``."""
+    declared = request.headers.get("content-length", "")
+    return max(0, int(declared) - UPLOAD_OVERHEAD_BYTES) if declared.isdigit() else 0
+
 
 class FilesController(Controller):
     path = "/v1/files"
@@ -38,6 +49,8 @@ class FilesController(Controller):
     )
     async def upload(self, request: Request[Any, Any, Any], state: State) -> FileObject:
         res = Resources.of(state)
+        owner = owner_of(request)
+        await res.files.quota.check(owner, least_file_bytes(request))
         form = await request.form()
         purpose = form.get("purpose")
         upload = form.get("file")
@@ -61,7 +74,7 @@ class FilesController(Controller):
                 code="file_too_large",
             )
         batches.check_input_file(content, res.settings.batch.max_lines)
-        return await res.files.create(owner_of(request), filename, purpose, content)
+        return await res.files.create(owner, filename, purpose, content)
 
     @get("", summary="List your files, newest first", responses=ERRORS)
     async def list_files(

@@ -1,5 +1,5 @@
-"""Storage bounds on the real ``uml serve``: a full Redis (``maxmemory`` + ``noeviction``)
-answers 503 and leaves nothing half-written.
+"""Storage bounds on the real ``uml serve``: the per-key file quota, and a full Redis
+(``maxmemory`` + ``noeviction``) that answers 503 and leaves nothing half-written.
 
 The module runs its own Redis and API (no worker: nothing here runs a job), so it may
 change Redis's ``maxmemory`` without touching the session's stack.
@@ -8,6 +8,8 @@ change Redis's ``maxmemory`` without touching the session's stack.
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,9 @@ import httpx
 import pytest
 import redis
 
-from tests.auth import AUTH
+from protocol.auth import BOOTSTRAP_ID
+from protocol.keys import file_sizes_key, file_usage_key
+from tests.auth import ADMIN_KEY, AUTH
 from tests.integration.stack import Stack
 from uml.redis_server import start_redis
 
@@ -27,12 +31,17 @@ LINE = json.dumps(
         "body": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
     }
 ).encode()
+QUOTA_BYTES = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
     server = start_redis(Path(tmp_path_factory.mktemp("storage-redis")), appendonly=False)
-    stack = Stack(redis_url=server.url, log_dir=tmp_path_factory.mktemp("storage-logs"))
+    stack = Stack(
+        redis_url=server.url,
+        log_dir=tmp_path_factory.mktemp("storage-logs"),
+        extra_env={"UML_BATCH_QUOTA_BYTES": str(QUOTA_BYTES)},
+    )
     try:
         _, url = stack.start_api()
         yield stack, url
@@ -89,3 +98,59 @@ def test_a_full_redis_answers_503_with_retry_after_and_writes_nothing(
     assert file_keys(store) == before
     store.config_set("maxmemory", 0)
     assert upload(admin, LINE + b"\n").status_code == 200  # back by itself
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole HTTP response with a ``Content-Length`` (it may come in several reads)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536) or b"\r\n\r\n"
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        ),
+        0,
+    )
+    while len(body) < length and (chunk := sock.recv(65536)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
+def test_an_upload_that_cannot_fit_is_refused_before_its_body_is_sent(
+    own_stack: tuple[Stack, str],
+) -> None:
+    port = int(own_stack[1].rsplit(":", 1)[1])
+    head = (
+        "POST /v1/files HTTP/1.1\r\nHost: uml\r\n"
+        f"Authorization: Bearer {ADMIN_KEY}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {8 * QUOTA_BYTES}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head.encode())  # and not one byte of the body
+        answer = read_response(sock)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b'"code":"storage_quota_exceeded"' in answer
+
+
+def test_an_upload_refused_by_a_full_redis_keeps_no_reservation(
+    admin: httpx.Client, store: redis.Redis
+) -> None:
+    """The reservation may land (a script that has already written may go on writing past
+    ``maxmemory``: here it prunes an expired file first); the file's MULTI is refused whole,
+    and the reservation is given back."""
+    usage, sizes = file_usage_key(BOOTSTRAP_ID), file_sizes_key(BOOTSTRAP_ID)
+    kept = set(store.zrange(usage, 0, -1))
+    before = file_keys(store)
+    store.zadd(usage, {"file-expired": int(time.time()) - 10})
+    store.hset(sizes, "file-expired", 10)
+    store.config_set("maxmemory", 1)
+    response = upload(admin, LINE + b"\n")
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["type"] == "service_unavailable"
+    assert file_keys(store) == before
+    assert set(store.zrange(usage, 0, -1)) == kept  # no reservation, the expired one pruned
+    assert set(store.hkeys(sizes)) == kept
