@@ -35,6 +35,7 @@ from api.metrics import Metrics, MetricsController, MetricsMiddleware
 from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
 from api.security.cors import cors_config
 from api.security.middleware import PUBLIC, RateLimitMiddleware, auth_middleware
+from api.security.slow_clients import BodyDeadlineMiddleware
 from api.state import open_resources
 from protocol.settings import Settings, get_settings
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             docs,
         ],
         middleware=[
+            BodyDeadlineMiddleware(cfg.server.body_timeout_s, cfg.server.body_min_rate),
             DefineMiddleware(MetricsMiddleware, metrics=metrics),
             RequestContextMiddleware,
             AuditMiddleware,

@@ -12,6 +12,7 @@ from litestar import Litestar
 
 from api.app import create_app
 from api.logs import configure_logging
+from api.security.slow_clients import header_deadline_protocol
 from protocol.settings import Settings, get_settings
 
 
@@ -60,5 +61,6 @@ def run(settings: Settings | None = None) -> None:
         log_config=None,  # uvicorn logs through the root handler (api.logs)
         access_log=cfg.server.access_log,
         timeout_graceful_shutdown=math.ceil(cfg.server.shutdown_grace_s),
+        http=header_deadline_protocol(cfg.server.header_timeout_s),
     )
     GracefulServer(config, app).run()

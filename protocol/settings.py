@@ -100,6 +100,30 @@ class ServerSettings(Struct, frozen=True, kw_only=True):
     queue_full_retry_after_s: Annotated[
         int, Meta(ge=1, description="Retry-After (seconds) of a 503 for a full model queue.")
     ] = 5
+    header_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="Seconds a client has to send a request's headers, from connecting or "
+            "from its first byte after a response; past it: 408 and the connection is closed.",
+        ),
+    ] = 10.0
+    body_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="Seconds a client has to send a request's body, plus one second per "
+            "UML_BODY_MIN_RATE bytes sent; past it: 408 and the connection is closed.",
+        ),
+    ] = 30.0
+    body_min_rate: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Bytes of body that earn a second more of UML_BODY_TIMEOUT_S: an "
+            "upload slower than this (bytes/s) runs out of time.",
+        ),
+    ] = 64 * 1024
 
 
 class WorkerSettings(Struct, frozen=True, kw_only=True):

@@ -20,6 +20,7 @@ import redis
 from protocol.auth import BOOTSTRAP_ID
 from protocol.keys import file_sizes_key, file_usage_key
 from tests.auth import ADMIN_KEY, AUTH
+from tests.integration.raw_http import read_response
 from tests.integration.stack import Stack
 from uml.redis_server import start_redis
 
@@ -98,25 +99,6 @@ def test_a_full_redis_answers_503_with_retry_after_and_writes_nothing(
     assert file_keys(store) == before
     store.config_set("maxmemory", 0)
     assert upload(admin, LINE + b"\n").status_code == 200  # back by itself
-
-
-def read_response(sock: socket.socket) -> bytes:
-    """One whole HTTP response with a ``Content-Length`` (it may come in several reads)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536) or b"\r\n\r\n"
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (
-            int(line.split(b":")[1])
-            for line in head.split(b"\r\n")
-            if line.lower().startswith(b"content-length:")
-        ),
-        0,
-    )
-    while len(body) < length and (chunk := sock.recv(65536)):
-        body += chunk
-    return head + b"\r\n\r\n" + body
 
 
 def test_an_upload_that_cannot_fit_is_refused_before_its_body_is_sent(
