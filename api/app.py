@@ -23,7 +23,7 @@ from litestar.response import Redirect
 
 from api.controllers.admin import AdminAuditController, AdminKeysController
 from api.controllers.batches import BatchesController
-from api.controllers.files import FilesController
+from api.controllers.files import UPLOAD_OVERHEAD_BYTES, FilesController
 from api.controllers.health import HealthController
 from api.controllers.jobs import JobsController
 from api.controllers.models import ModelsController
@@ -35,11 +35,9 @@ from api.metrics import Metrics, MetricsController, MetricsMiddleware
 from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
 from api.security.cors import cors_config
 from api.security.middleware import PUBLIC, RateLimitMiddleware, auth_middleware
+from api.security.slow_clients import BodyDeadlineMiddleware
 from api.state import open_resources
 from protocol.settings import Settings, get_settings
-
-UPLOAD_OVERHEAD_BYTES = 64 * 1024
-"""Room for a multipart upload's boundaries and part headers around the file's bytes."""
 
 
 @get("/docs", include_in_schema=False, opt=PUBLIC)
@@ -83,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             docs,
         ],
         middleware=[
+            BodyDeadlineMiddleware(cfg.server.body_timeout_s, cfg.server.body_min_rate),
             DefineMiddleware(MetricsMiddleware, metrics=metrics),
             RequestContextMiddleware,
             AuditMiddleware,

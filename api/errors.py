@@ -7,7 +7,12 @@ so no error path returns a stack trace or Litestar's default shape::
     Exception ──► 500 server_error (logged, message hidden)
     ├── APIError ──► its own status, type, param, code
     ├── HTTPException ──► its status; type from the status family
-    └── redis ConnectionError / TimeoutError ──► 503 service_unavailable + Retry-After
+    ├── redis ConnectionError / TimeoutError ──► 503 service_unavailable + Retry-After
+    └── redis OutOfMemoryError (Redis full: ``maxmemory`` with ``noeviction``)
+          ──► 503 service_unavailable + Retry-After
+
+A Redis write refused for memory leaves nothing half-written: the API writes several keys
+only in a MULTI or a script, which Redis refuses whole (a script at its first write).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.types import ExceptionHandlersMap
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from protocol.openai import ErrorInfo, ErrorResponse, encode
@@ -26,6 +32,9 @@ from protocol.openai import ErrorInfo, ErrorResponse, encode
 log = logging.getLogger(__name__)
 
 INVALID_REQUEST = "invalid_request_error"
+
+REDIS_FULL_RETRY_AFTER_S = 5
+"""Retry-After of a 503 for a full Redis: room comes back as records expire or are deleted."""
 
 _TYPE_BY_STATUS = {
     401: "authentication_error",
@@ -102,7 +111,7 @@ def status_of(exc: BaseException) -> int:
         return exc.status
     if isinstance(exc, HTTPException):
         return exc.status_code
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OutOfMemoryError):
         return 503
     return 500
 
@@ -124,6 +133,12 @@ def _redis_down(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     return error_response(err.status, err.info, err.headers)
 
 
+def _redis_full(_: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.error("redis is full (maxmemory): %s", exc)
+    err = unavailable("The job store is full; retry later", REDIS_FULL_RETRY_AFTER_S)
+    return error_response(err.status, err.info, err.headers)
+
+
 def _internal(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, ErrorInfo(message="Internal server error", type="server_error"))
@@ -134,5 +149,6 @@ exception_handlers: ExceptionHandlersMap = {
     HTTPException: _http_exception,
     RedisConnectionError: _redis_down,
     RedisTimeoutError: _redis_down,
+    OutOfMemoryError: _redis_full,
     Exception: _internal,
 }

@@ -32,9 +32,10 @@ _ERROR_STATUSES = {
     401: "No valid API key",
     403: "The key lacks the route's scope",
     404: "No such model or object",
+    408: "The request's headers or body did not arrive in time (the connection is closed)",
     413: "Request body too large",
     429: "Rate limit reached; see Retry-After",
-    503: "The job store is unavailable; retry shortly",
+    503: "The job store is unavailable or full; retry after Retry-After",
 }
 ERRORS = {
     status: ResponseSpec(ErrorResponse, description=text, generate_examples=False)

@@ -13,6 +13,7 @@ from litestar import Litestar
 from api.app import create_app
 from api.logs import configure_logging
 from api.security.redact import RedactQueryKeys
+from api.security.slow_clients import header_deadline_protocol
 from protocol.settings import Settings, get_settings
 
 
@@ -67,5 +68,6 @@ def run(settings: Settings | None = None) -> None:
         # a frame over the body cap closes the socket with 1009 from its header, unread
         ws_max_size=cfg.server.max_body_bytes + WS_FRAME_OVERHEAD,
         timeout_graceful_shutdown=math.ceil(cfg.server.shutdown_grace_s),
+        http=header_deadline_protocol(cfg.server.header_timeout_s),
     )
     GracefulServer(config, app).run()

@@ -16,6 +16,7 @@ from api.security.keys import Authenticator, KeyStore, load_bootstrap
 from api.security.limits import Limiter
 from api.security.revocation import KeyWatcher
 from api.services.batches import BatchStore
+from api.services.file_quota import FileQuota
 from api.services.files import FileStore
 from api.services.models import LiveModels
 from api.services.store import JobStore
@@ -70,7 +71,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         settings.server.max_queued_per_model,
         settings.server.queue_full_retry_after_s,
     )
-    files = FileStore(redis, settings.batch.file_ttl_s)
+    batch = settings.batch
+    quota = FileQuota(redis, batch.quota_bytes, batch.quota_files, batch.file_ttl_s)
+    files = FileStore(redis, batch.file_ttl_s, quota)
     runner = BatchRunner(redis, settings, store, files, models)
     await runner.start()
     watcher = KeyWatcher(redis, settings.security.key_recheck_s)

@@ -177,6 +177,17 @@ def files_index_key(key_id: str) -> str:
     return f"{PREFIX}:files:{key_id}"
 
 
+def file_usage_key(key_id: str) -> str:
+    """One API key's stored files, for its quota: a sorted set of file ids scored by when
+    each expires (Unix s); an upload's reservation is scored by when it lapses."""
+    return f"{PREFIX}:fileuse:{{{key_id}}}"
+
+
+def file_sizes_key(key_id: str) -> str:
+    """The bytes of each file in :func:`file_usage_key` (a hash: file id → bytes)."""
+    return f"{PREFIX}:fileuse:{{{key_id}}}:bytes"
+
+
 def batch_key(batch_id: str) -> str:
     """A batch: a hash of its scalar fields, counters and JSON parts (``errors``, ``metadata``)."""
     return f"{PREFIX}:batch:{batch_id}"

@@ -100,6 +100,30 @@ class ServerSettings(Struct, frozen=True, kw_only=True):
     queue_full_retry_after_s: Annotated[
         int, Meta(ge=1, description="Retry-After (seconds) of a 503 for a full model queue.")
     ] = 5
+    header_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="Seconds a client has to send a request's headers, from connecting or "
+            "from its first byte after a response; past it: 408 and the connection is closed.",
+        ),
+    ] = 10.0
+    body_timeout_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            description="Seconds a client has to send a request's body, plus one second per "
+            "UML_BODY_MIN_RATE bytes sent; past it: 408 and the connection is closed.",
+        ),
+    ] = 30.0
+    body_min_rate: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Bytes of body that earn a second more of UML_BODY_TIMEOUT_S: an "
+            "upload slower than this (bytes/s) runs out of time.",
+        ),
+    ] = 64 * 1024
 
 
 class WorkerSettings(Struct, frozen=True, kw_only=True):
@@ -331,6 +355,22 @@ class BatchSettings(Struct, frozen=True, kw_only=True):
             "takes over this long after it dies.",
         ),
     ] = 10.0
+    quota_bytes: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Bytes of files one key may keep, its uploads and its batches' outputs "
+            "together; an upload past it gets 400 `storage_quota_exceeded`. 0: no limit.",
+        ),
+    ] = 512 * 1024 * 1024
+    quota_files: Annotated[
+        int,
+        Meta(
+            ge=0,
+            description="Files one key may keep, uploads and batch outputs together; an upload "
+            "past it gets 400 `storage_quota_exceeded`. 0: no limit.",
+        ),
+    ] = 1000
 
 
 class FlowerSettings(Struct, frozen=True, kw_only=True):

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 import redis
+from redis.exceptions import OutOfMemoryError
 
 from protocol.events import Event, encode_event
 from protocol.jobs import to_hash
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 # ``ids`` ("5,17,3", or "" for events that are not tokens) goes into the same stream entry
 # as a second field: a resumed attempt forces exactly these ids (see ``resume_state``).
 # A write whose attempt (when > 0) is no longer the job's is fenced: skipped, and reported
-# with the cancelled ones so its (stale) worker drops the job.
+# with the cancelled ones so its (stale) worker drops the job. A full Redis (``OOM``, under
+# ``maxmemory-policy noeviction``) fails the whole flush, which the caller retries.
 # Returns {cancelled or fenced job indexes, error messages}.
 _FLUSH = (
     CHARGE_LUA
@@ -57,8 +59,9 @@ for _, w in ipairs(plan.w) do
       else
         ok = redis.pcall('XADD', ek, ev[1], ARGV[3], ev[2])
       end
-      if type(ok) == 'table' and ok.err and not string.find(ok.err, 'equal or smaller') then
-        table.insert(errors, ok.err)
+      if type(ok) == 'table' and ok.err then
+        if string.sub(ok.err, 1, 3) == 'OOM' then return redis.error_reply(ok.err) end
+        if not string.find(ok.err, 'equal or smaller') then table.insert(errors, ok.err) end
       end
     end
     if #w[3] > 0 then redis.call('HSET', jk, unpack(w[3])) end
@@ -108,8 +111,10 @@ class RedisSink:
     def flush(self, writes: Sequence[JobWrite], watch: Iterable[str]) -> set[str]:
         """Write ``writes``; return the ids among ``watch`` whose cancel flag is set.
 
-        Retries on connection errors with capped backoff until Redis answers: the
-        scheduler stalls rather than losing a token.
+        Retries with capped backoff while Redis is unreachable or full (it refuses writes
+        past ``maxmemory``): the scheduler stalls rather than losing a token. A retry is
+        safe after a partial write: each event has its explicit id, so Redis refuses the
+        ones already logged, and a job's tokens are charged once.
         """
         watching = list(watch)
         if not writes and not watching:
@@ -120,7 +125,7 @@ class RedisSink:
             try:
                 cancelled, errors = self._script(keys=keys, args=args)
                 break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except (redis.ConnectionError, redis.TimeoutError, OutOfMemoryError) as exc:
                 log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -2,13 +2,16 @@
 
 Uploads are ``multipart/form-data`` with ``file`` and ``purpose=batch``; the body limit of
 these routes is ``UML_BATCH_MAX_FILE_BYTES`` (413 beyond), set by the router that mounts
-them (see :func:`api.app.create_app`).
+them (see :func:`api.app.create_app`). An upload must fit the key's storage quota
+(:mod:`api.services.file_quota`): one whose ``Content-Length`` already says it cannot is
+refused before its body is read.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.params import FromPath, Parameter
@@ -19,8 +22,34 @@ from api.openapi import ERRORS, FileUploadOperation
 from api.services import batches
 from api.state import Resources
 from protocol.batches import FileDeleted, FileList, FileObject
+from protocol.settings import BatchSettings
 
 MAX_FILENAME_CHARS = 255
+
+UPLOAD_OVERHEAD_BYTES = 64 * 1024
+"""Room for a multipart upload's boundaries and part headers around the file's bytes."""
+
+
+def least_file_bytes(request: Request[Any, Any, Any]) -> int:
+    """The fewest bytes the uploaded file can have, by the request's ``Content-Length``."""
+    declared = request.headers.get("content-length", "")
+    return max(0, int(declared) - UPLOAD_OVERHEAD_BYTES) if declared.isdigit() else 0
+
+
+async def batch_input(upload: UploadFile, cfg: BatchSettings) -> bytes:
+    """The bytes of an uploaded batch input file: 413 over the file cap, 400 naming the
+    first line that is not a request line (checked off the event loop)."""
+    content = await upload.read()
+    await upload.close()
+    if len(content) > cfg.max_file_bytes:
+        raise APIError(
+            413,
+            f"The file is {len(content)} bytes; at most {cfg.max_file_bytes} are accepted",
+            param="file",
+            code="file_too_large",
+        )
+    await anyio.to_thread.run_sync(batches.check_input_file, content, cfg.max_lines)
+    return content
 
 
 class FilesController(Controller):
@@ -38,6 +67,8 @@ class FilesController(Controller):
     )
     async def upload(self, request: Request[Any, Any, Any], state: State) -> FileObject:
         res = Resources.of(state)
+        owner = owner_of(request)
+        await res.files.quota.check(owner, least_file_bytes(request))
         form = await request.form()
         purpose = form.get("purpose")
         upload = form.get("file")
@@ -50,18 +81,8 @@ class FilesController(Controller):
         if not isinstance(upload, UploadFile):
             raise invalid_request("file is required (a multipart file part)", param="file")
         filename = (upload.filename or "upload.jsonl")[:MAX_FILENAME_CHARS]
-        content = await upload.read()
-        await upload.close()
-        limit = res.settings.batch.max_file_bytes
-        if len(content) > limit:
-            raise APIError(
-                413,
-                f"The file is {len(content)} bytes; at most {limit} are accepted",
-                param="file",
-                code="file_too_large",
-            )
-        batches.check_input_file(content, res.settings.batch.max_lines)
-        return await res.files.create(owner_of(request), filename, purpose, content)
+        content = await batch_input(upload, res.settings.batch)
+        return await res.files.create(owner, filename, purpose, content)
 
     @get("", summary="List your files, newest first", responses=ERRORS)
     async def list_files(

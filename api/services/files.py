@@ -4,7 +4,8 @@ write, kept in Redis.
 Why Redis: every API replica already reads it, it is the durable store for jobs (AOF), and a
 file is read whole by one batch runner or one download, so no shared filesystem or object
 store is needed to run several replicas. The cost is memory, bounded by
-``UML_BATCH_MAX_FILE_BYTES`` per file and the file retention (``UML_BATCH_FILE_TTL_S``).
+``UML_BATCH_MAX_FILE_BYTES`` per file, the per-key quota (:mod:`api.services.file_quota`)
+and the file retention (``UML_BATCH_FILE_TTL_S``).
 
 A file is one hash ``uml:file:{id}``: its :class:`protocol.batches.FileObject` fields, the
 owning key id and ``content``. Another key's file answers 404, as a missing one does.
@@ -20,6 +21,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from api.errors import APIError
+from api.services.file_quota import FileQuota
 from api.services.paging import newest_first
 from protocol.batches import FileObject
 from protocol.keys import file_key, files_index_key, reply_text
@@ -49,9 +51,10 @@ def _object(fields: dict[str, str]) -> FileObject:
 
 
 class FileStore:
-    def __init__(self, redis: aioredis.Redis, ttl_s: int) -> None:
+    def __init__(self, redis: aioredis.Redis, ttl_s: int, quota: FileQuota) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
+        self.quota = quota
 
     def fields(self, owner: str, filename: str, purpose: str, content: bytes) -> FileObject:
         now = int(time.time())
@@ -84,12 +87,19 @@ class FileStore:
         index = files_index_key(owner)
         pipe.zadd(index, {obj.id: 0})
         pipe.expire(index, self.ttl_s)
+        self.quota.add(pipe, owner, obj.id, obj.bytes, obj.expires_at or 0)
 
     async def create(self, owner: str, filename: str, purpose: str, content: bytes) -> FileObject:
+        """Store an upload, within the key's quota (400 ``storage_quota_exceeded`` beyond)."""
         obj = self.fields(owner, filename, purpose, content)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self.write(pipe, owner, obj, content)
-            await pipe.execute()
+        await self.quota.reserve(owner, obj.id, obj.bytes)
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                self.write(pipe, owner, obj, content)
+                await pipe.execute()
+        except BaseException:
+            await self.quota.release(owner, obj.id)
+            raise
         return obj
 
     async def get(self, owner: str, file_id: str) -> FileObject:
@@ -111,6 +121,7 @@ class FileStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(file_key(file_id))
             pipe.zrem(files_index_key(owner), file_id)
+            self.quota.remove(pipe, owner, file_id)
             await pipe.execute()
 
     async def page(

@@ -100,3 +100,42 @@ async def test_listing_pages_newest_first_and_filters_by_purpose(
     assert [f["id"] for f in rest["data"]] == ids[:1] and not rest["has_more"]
     none = (await client.get("/v1/files", params={"purpose": "batch_output"})).json()
     assert none["data"] == []
+
+
+def request_line(**fields: Any) -> bytes:
+    return json.dumps({**json.loads(LINE), **fields}).encode()
+
+
+@pytest.mark.parametrize(
+    ("junk", "says"),
+    [
+        (b"not json at all", "not valid JSON"),
+        (b"[1, 2]", "Expected `object`"),
+        (b'{"custom_id": "a"}', "missing required field"),
+        (request_line(custom_id=""), "custom_id must not be empty"),
+        (request_line(method="GET"), "method must be POST"),
+        (request_line(url="/v1/embeddings"), "url must be one of"),
+        (request_line(body="hi"), "body must be a JSON object"),
+        (request_line(extra=1), "unknown field"),
+        (b'{"custom_id": "\xff", "method": "POST"}', "not UTF-8"),
+    ],
+)
+async def test_a_line_that_is_not_a_request_is_refused_at_upload(
+    client: AsyncTestClient[Any], redis: aioredis.Redis, junk: bytes, says: str
+) -> None:
+    response = await upload(client, LINE + b"\n\r\n" + junk + b"\n" + LINE + b"\n")
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "file" and error["code"] == "invalid_file"
+    assert error["message"].startswith("Line 3"), error["message"]
+    assert says in error["message"], error["message"]
+    assert [k async for k in redis.scan_iter("uml:file:*")] == []
+
+
+async def test_a_body_that_does_not_suit_its_endpoint_waits_for_the_batch(
+    client: AsyncTestClient[Any],
+) -> None:
+    """Upload checks the line's shape; its body fails only its own line when the batch runs
+    (the error file names it), as a sync request with that body would."""
+    odd = request_line(body={"model": "tiny", "messages": [], "temperature": 9})
+    assert (await upload(client, LINE + b"\n" + odd + b"\n")).status_code == 200

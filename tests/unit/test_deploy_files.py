@@ -48,3 +48,14 @@ def test_procfile_runs_every_process() -> None:
 def test_redis_conf_keeps_jobs_across_restarts() -> None:
     conf = (ROOT / "ops" / "redis.conf").read_text()
     assert "appendonly yes" in conf and "appendfsync everysec" in conf
+
+
+def test_redis_conf_bounds_memory_and_never_evicts() -> None:
+    """A full Redis refuses writes (503 from the API) rather than dropping job data."""
+    settings = dict(
+        line.split(None, 1)
+        for line in (ROOT / "ops" / "redis.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert settings["maxmemory-policy"] == "noeviction"
+    assert settings["maxmemory"].removesuffix("gb").isdigit()
