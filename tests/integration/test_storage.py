@@ -7,7 +7,6 @@ change Redis's ``maxmemory`` without touching the session's stack.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -22,16 +21,9 @@ from protocol.keys import file_sizes_key, file_usage_key
 from tests.auth import ADMIN_KEY, AUTH
 from tests.integration.raw_http import read_response
 from tests.integration.stack import Stack
+from tests.unit.test_api_files import LINE
 from uml.redis_server import start_redis
 
-LINE = json.dumps(
-    {
-        "custom_id": "a",
-        "method": "POST",
-        "url": "/v1/chat/completions",
-        "body": {"model": "tiny", "messages": [{"role": "user", "content": "hi"}]},
-    }
-).encode()
 QUOTA_BYTES = 1024 * 1024
 
 
