@@ -61,13 +61,15 @@ T = TypeVar("T")
 # running, once. A job past its deadline is expired here, with its final event.
 # KEYS: job, events, leases, queued index. ARGV: worker id, now, expired event template, retention,
 # lease ms, job id. The claimed message moves from ``msg`` to ``task`` (the reaper re-sends
-# it if this worker dies) and the job's lease starts (Redis time).
+# it if this worker dies) and the job's lease starts (Redis time). Whatever the outcome the
+# job is no longer queued: it leaves the live queued count (protocol.queued).
 # Returns {outcome, attempt, last_seq, spec}.
 _CLAIM = (
     FINALIZE_LUA
     + """
 local job = KEYS[1]
 redis.call('ZREM', KEYS[4], ARGV[6])
+unmark_queued(job)
 local status = redis.call('HGET', job, 'status')
 if not status then return {'missing', 0, 0, false} end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
