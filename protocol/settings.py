@@ -178,6 +178,15 @@ class WorkerSettings(Struct, frozen=True, kw_only=True):
             "interactive request starts at once under a batch backlog; -1: max(1, slots // 4).",
         ),
     ] = -1
+    key_reserve_slots: Annotated[
+        int,
+        Meta(
+            ge=-1,
+            description="Slots of each model kept for API keys with no job running on it "
+            "while more than one key has work for it, so a new key's request starts at once "
+            "behind other keys' long streams; -1: slots // 8.",
+        ),
+    ] = -1
     shutdown_grace_s: Annotated[
         float,
         Meta(

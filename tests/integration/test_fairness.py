@@ -1,8 +1,10 @@
-"""One key cannot starve the others, on the real stack (redis-server, ``uml serve``).
+"""One key cannot starve the others, on the real stack (redis-server, ``uml serve``, ``uml
+worker`` on the tiny model).
 
 Admission: an API process with small bounds (4 queued jobs per model and priority, half of
 each per key) in front of a model whose heartbeat is live but that nothing consumes, so
-jobs stay queued.
+jobs stay queued. Slots: a worker of 8 slots (one kept for new keys) busy with three keys'
+long jobs, and a short job of a fourth key.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,13 +20,16 @@ import pytest
 import redis
 
 from api.enqueue import queue_list
-from protocol.keys import CELERY_PRIORITY_INTERACTIVE, queue_name
+from protocol.keys import CELERY_PRIORITY_INTERACTIVE, job_key, queue_name
 from tests.auth import AUTH
-from tests.integration.stack import Stack, announce_model, withdraw_model
+from tests.integration.stack import Stack, announce_model, wait_for, withdraw_model
 
 pytestmark = pytest.mark.timeout(180)
 
 BOUND, SHARE = 4, 2
+FAIR_MODEL, FAIR_SLOTS = "fair", 8
+LONG_PROMPT = "long 6: once upon a time"
+"""Greedy on the tiny model (seed 0), this prompt runs ~1,000 tokens before its end token."""
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +77,12 @@ def four_keys(base: str) -> Iterator[list[httpx.Client]]:
 @pytest.fixture
 def keys(bounded: str) -> Iterator[list[httpx.Client]]:
     yield from four_keys(bounded)
+
+
+@pytest.fixture
+def fair_keys(api_url: str) -> Iterator[list[httpx.Client]]:
+    """Keys of the session's API (default bounds)."""
+    yield from four_keys(api_url)
 
 
 def job(model: str, priority: str, max_tokens: int = 2, prompt: str = "hi") -> dict[str, Any]:
@@ -151,3 +163,57 @@ def test_the_bound_is_exact_under_concurrent_submissions(
     statuses = sorted(a.status_code for a in answers)
     assert statuses.count(202) == BOUND
     assert set(statuses) <= {202, 429, 503}
+
+
+# ---- slots ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fair_worker(
+    stack: Stack, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    own = Stack(redis_url=stack.redis_url, log_dir=tmp_path_factory.mktemp("fair-worker"))
+    try:
+        own.start_worker(FAIR_MODEL, tiny_model, slots=FAIR_SLOTS)
+        yield
+    finally:
+        own.stop()
+
+
+def started_at(client: redis.Redis, job_id: str) -> float:
+    raw = client.hget(job_key(job_id), "started_at")
+    return float(raw) if raw else float("inf")
+
+
+def status(client: redis.Redis, job_id: str) -> str:
+    return (client.hget(job_key(job_id), "status") or b"").decode()
+
+
+def test_a_fourth_keys_job_starts_while_three_keys_hold_the_slots(
+    fair_worker: None, fair_keys: list[httpx.Client], stack: Stack
+) -> None:
+    keys = fair_keys
+    client = redis.Redis.from_url(stack.redis_url)
+    longs: list[tuple[httpx.Client, str]] = []
+    try:
+        for i in range(12):  # 3 keys x 4 long jobs, interleaved, on 8 slots
+            owner = keys[i % 3]
+            answer = owner.post("/v1/jobs", json=job(FAIR_MODEL, "interactive", 1500, LONG_PROMPT))
+            assert answer.status_code == 202, answer.text
+            longs.append((owner, answer.json()["id"]))
+
+        def busy() -> bool:
+            running = [j for _, j in longs if status(client, j) == "running"]
+            return len(running) >= FAIR_SLOTS - 1
+
+        wait_for(busy, 60, "three keys' long jobs to fill the worker")
+        waiting = [j for _, j in longs if status(client, j) == "queued"]
+        assert waiting  # more long jobs wait in the queue, ahead of the short one
+        short = queued(keys[3], FAIR_MODEL, "interactive")
+        wait_for(lambda: status(client, short) == "succeeded", 60, "the short job to run")
+        # It went ahead of the long jobs that were queued before it (FIFO would run it last).
+        assert started_at(client, short) < max(started_at(client, j) for j in waiting)
+    finally:
+        for owner, job_id in longs:
+            owner.post(f"/v1/jobs/{job_id}/cancel")
+        client.close()
