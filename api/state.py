@@ -19,7 +19,7 @@ from api.services.batches import BatchStore
 from api.services.file_quota import FileQuota
 from api.services.files import FileStore
 from api.services.models import LiveModels
-from api.services.store import JobStore
+from api.services.store import JobStore, QueueBounds
 from protocol.settings import Settings
 
 
@@ -65,12 +65,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     await relay.start()
     keys = KeyStore(redis)
     models = LiveModels(redis, settings.server.models_cache_s, settings)
-    store = JobStore(
-        redis,
-        settings.redis.retention_s,
-        settings.server.max_queued_per_model,
-        settings.server.queue_full_retry_after_s,
-    )
+    store = JobStore(redis, settings.redis.retention_s, QueueBounds.of(settings.server))
     batch = settings.batch
     quota = FileQuota(redis, batch.quota_bytes, batch.quota_files, batch.file_ttl_s)
     files = FileStore(redis, batch.file_ttl_s, quota)

@@ -11,6 +11,7 @@ import msgspec
 from msgspec import Struct
 
 from protocol.openai import ErrorInfo, Usage
+from protocol.queued import QUEUED_LUA
 from protocol.states import JobStatus
 
 
@@ -66,8 +67,11 @@ def template(event: Event) -> str:
     return encode_event(msgspec.structs.replace(event, seq=0)).decode()
 
 
-FINALIZE_LUA = """
+FINALIZE_LUA = (
+    QUEUED_LUA
+    + """
 local function finalize(job, events, status, now, template, retention)
+  unmark_queued(job)
   local last = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
   local seq = 1
   if last[1] then seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
@@ -80,10 +84,13 @@ local function finalize(job, events, status, now, template, retention)
   return seq
 end
 """
+)
 """A Lua function that ends the log of a job no worker runs (cancelled or expired while
 queued): it appends ``template`` (see :func:`template`) as the next event, sets the final
-status and the retention TTL. The API's cancel and read scripts and the worker's claim
-script all prepend it, so every path ends a log the same way."""
+status and the retention TTL, and drops the job from the live queued count
+(:mod:`protocol.queued`, whose snippets it brings along). The API's cancel and read scripts,
+the worker's claim script and the reaper all prepend it, so every path ends a log the same
+way."""
 
 
 def cancelled_unstarted() -> DoneEvent:

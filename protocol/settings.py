@@ -93,12 +93,36 @@ class ServerSettings(Struct, frozen=True, kw_only=True):
         int,
         Meta(
             ge=1,
-            description="Most jobs waiting in one model's queue; beyond it submissions get "
-            "503 with Retry-After.",
+            description="Most interactive-priority jobs queued for one model (cancelled and "
+            "expired ones do not count); beyond it submissions get 503 with Retry-After.",
         ),
     ] = 10_000
+    max_queued_batch_per_model: Annotated[
+        int,
+        Meta(
+            ge=1,
+            description="Most batch-priority jobs (batch lines, /v1/jobs with priority batch) "
+            "queued for one model: a bound of their own, so a batch backlog never takes the "
+            "room interactive work is admitted into.",
+        ),
+    ] = 10_000
+    queue_share_per_key: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=1,
+            description="Fraction of each of those bounds one API key may hold queued (at "
+            "least one job); beyond it that key gets 429 with Retry-After while other keys "
+            "are still admitted.",
+        ),
+    ] = 0.25
     queue_full_retry_after_s: Annotated[
-        int, Meta(ge=1, description="Retry-After (seconds) of a 503 for a full model queue.")
+        int,
+        Meta(
+            ge=1,
+            description="Retry-After (seconds) of a 503 for a full model queue and of a 429 "
+            "for a key over its share of it.",
+        ),
     ] = 5
     header_timeout_s: Annotated[
         float,
@@ -176,6 +200,15 @@ class WorkerSettings(Struct, frozen=True, kw_only=True):
             ge=-1,
             description="Slots of each model that batch-priority jobs may not take, so an "
             "interactive request starts at once under a batch backlog; -1: max(1, slots // 4).",
+        ),
+    ] = -1
+    key_reserve_slots: Annotated[
+        int,
+        Meta(
+            ge=-1,
+            description="Slots of each model kept for API keys with no job running on it "
+            "while more than one key has work for it, so a new key's request starts at once "
+            "behind other keys' long streams; -1: slots // 8.",
         ),
     ] = -1
     shutdown_grace_s: Annotated[

@@ -47,6 +47,7 @@ from protocol.keys import (
     reply_text,
 )
 from protocol.openai import ErrorInfo
+from protocol.queued import QUEUED_LUA
 from workers.requeue import list_of
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ if attempt >= tonumber(ARGV[2]) or not task then
 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'msg', task)
 redis.call('HDEL', KEYS[1], 'worker')
+mark_queued(KEYS[1], now_ms, tonumber(ARGV[3]) * 1000)
 redis.call('RPUSH', KEYS[4], task)
 redis.call('ZADD', KEYS[5], now_ms, ARGV[1])
 return 'requeued'
@@ -101,9 +103,10 @@ return 'requeued'
 
 
 # KEYS: job, leases, the job's queue list, the queued index. ARGV: job id, the attempt
-# handing back.
+# handing back, retention.
 _HAND_BACK = (
-    _NOW_MS
+    QUEUED_LUA
+    + _NOW_MS
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'ended' end
 if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 'fenced' end
@@ -113,6 +116,7 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'handbacks', 1)
 redis.call('HSET', KEYS[1], 'status', 'queued', 'msg', task)
 redis.call('HDEL', KEYS[1], 'worker')
+mark_queued(KEYS[1], now_ms, tonumber(ARGV[3]) * 1000)
 redis.call('RPUSH', KEYS[3], task)
 redis.call('ZADD', KEYS[4], now_ms, ARGV[1])
 return 'handed_back'
@@ -126,14 +130,18 @@ return 'handed_back'
 # restart is a message gone); one delivered that long ago without a claim was stranded
 # (its worker died, or dropped it when its broker connection broke and could not give it
 # back). Either way: push it back (and drop the stranded delivery). A duplicate is
-# harmless, the claim runs a job once.
+# harmless, the claim runs a job once. The pass also re-asserts the job's place in the live
+# queued count (protocol.queued): a member while queued, none after (ARGV[5]: retention).
 _RESTORE = (
-    _NOW_MS
+    QUEUED_LUA
+    + _NOW_MS
     + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then
   redis.call('ZREM', KEYS[2], ARGV[1])
+  unmark_queued(KEYS[1])
   return 'ended'
 end
+mark_queued(KEYS[1], now_ms, tonumber(ARGV[5]) * 1000)
 if redis.call('HGET', KEYS[1], 'msg') ~= ARGV[2] then
   redis.call('ZADD', KEYS[2], now_ms, ARGV[1])
   return 'moved'
@@ -150,6 +158,16 @@ if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[3]) == 1 then
 end
 redis.call('RPUSH', KEYS[3], ARGV[2])
 return 'restored'
+"""
+)
+
+
+# KEYS: job, queued index. ARGV: job id. A job that is not queued leaves both.
+_FORGET = (
+    QUEUED_LUA
+    + """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then unmark_queued(KEYS[1]) end
 """
 )
 
@@ -175,6 +193,7 @@ class Reaper:
         self._reap_one = client.register_script(_REAP_ONE)
         self._hand_back = client.register_script(_HAND_BACK)
         self._restore = client.register_script(_RESTORE)
+        self._forget = client.register_script(_FORGET)
         self.orphan_ms = 2 * self.lease_ms
         """A queued job's message unseen this long is looked for (and restored if gone)."""
         error = worker_lost(max_attempts)
@@ -218,7 +237,10 @@ class Reaper:
         model, task = self.redis.hmget(job_key(job_id), ["model", "task"])
         target = _target(reply_text(model or b""), task)
         outcome = reply_text(
-            self._hand_back(keys=[job_key(job_id), LEASES, target, QUEUED], args=[job_id, attempt])
+            self._hand_back(
+                keys=[job_key(job_id), LEASES, target, QUEUED],
+                args=[job_id, attempt, self.retention_s],
+            )
         )
         log.info("job %s handed back at shutdown: %s", job_id, outcome, extra={"job_id": job_id})
         return outcome
@@ -226,8 +248,8 @@ class Reaper:
     def _sweep(self, job_id: str) -> str:
         """Look for a long-queued job's message; push it back if it is nowhere."""
         model, msg = self.redis.hmget(job_key(job_id), ["model", "msg"])
-        if msg is None:
-            self.redis.zrem(QUEUED, job_id)
+        if msg is None:  # it ran or ended: it leaves the index and the live queued count
+            self._forget(keys=[job_key(job_id), QUEUED], args=[job_id])
             return "ended"
         tag = ""
         try:
@@ -237,7 +259,8 @@ class Reaper:
         target = _target(reply_text(model or b""), msg)
         keys = [job_key(job_id), QUEUED, target, KOMBU_UNACKED, KOMBU_UNACKED_INDEX]
         stranded_s = self.orphan_ms / 1000
-        outcome = reply_text(self._restore(keys=keys, args=[job_id, msg, tag, stranded_s]))
+        args = [job_id, msg, tag, stranded_s, self.retention_s]
+        outcome = reply_text(self._restore(keys=keys, args=args))
         if outcome in ("restored", "stranded"):
             why = "was lost" if outcome == "restored" else "was delivered but never claimed"
             log.warning(

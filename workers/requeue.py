@@ -29,7 +29,7 @@ return 1
 """
 
 _SEP = str(broker_transport_options()["sep"])
-LANE_FULL = "batch share of the slots taken"
+LANE_FULL = "no slot it may take here now (interactive lane or key share)"
 
 
 class Requeuer:

@@ -46,6 +46,7 @@ from protocol.settings import Settings
 from protocol.states import JobStatus
 from protocol.workers import WorkerInfo
 from workers.detok import CONTEXT_IDS, IncrementalDetokenizer
+from workers.fairness import Finder, KeyShares, Verdict, reserve_slots
 from workers.jobstate import ActiveJob
 from workers.reaper import Reaper
 from workers.requeue import LANE_FULL, Requeuer
@@ -61,13 +62,15 @@ T = TypeVar("T")
 # running, once. A job past its deadline is expired here, with its final event.
 # KEYS: job, events, leases, queued index. ARGV: worker id, now, expired event template, retention,
 # lease ms, job id. The claimed message moves from ``msg`` to ``task`` (the reaper re-sends
-# it if this worker dies) and the job's lease starts (Redis time).
+# it if this worker dies) and the job's lease starts (Redis time). Whatever the outcome the
+# job is no longer queued: it leaves the live queued count (protocol.queued).
 # Returns {outcome, attempt, last_seq, spec}.
 _CLAIM = (
     FINALIZE_LUA
     + """
 local job = KEYS[1]
 redis.call('ZREM', KEYS[4], ARGV[6])
+unmark_queued(job)
 local status = redis.call('HGET', job, 'status')
 if not status then return {'missing', 0, 0, false} end
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
@@ -161,6 +164,10 @@ class Runtime:
             reserve = max(1, slots // 4)
         self.batch_slots = max(1, slots - reserve)
         """Slots of one model batch-priority jobs may hold at once (the rest: the lane)."""
+        self.key_reserve = reserve_slots(slots, settings.worker.key_reserve_slots)
+        """Slots of one model kept for keys with no job running on it here."""
+        self.shares = KeyShares()
+        self._finder = Finder(self.redis)
         self._running: set[str] = set()
         """Ids of the jobs this worker has claimed and not finished: their leases renew."""
         self._expired = template(expired_unstarted())
@@ -374,15 +381,26 @@ class Runtime:
         """Claim ``job_id`` of ``model``, run it to its end, return its final status.
 
         A job whose model this worker does not hold (it was unloaded after the message was
-        fetched) goes back to the head of its queue, unclaimed: ``requeued``. So does a
-        batch job that finds the batch share of its model's slots taken for
-        :data:`LANE_WAIT_S` (see :meth:`_take_slot`).
+        fetched) goes back to the head of its queue, unclaimed: ``requeued``. So does a job
+        that finds no slot it may take for :data:`LANE_WAIT_S` (see :meth:`_take_slot`),
+        and one whose key holds its share of the slots while another key waits: the task
+        runs that key's job instead (:mod:`workers.fairness`).
         """
-        name = model or retrying(lambda: self._model_of(job_id))
-        resident = self._take_slot(name, interactive)
+        name, owner, waiting = retrying(lambda: self._finder.meta(job_id, model, interactive))
+        stolen = self._take_for_another(name, interactive, owner, waiting)
+        if stolen is not None:
+            held, other, other_owner = stolen
+            retrying(lambda: self._requeuer.give_back(job_id, name, LANE_FULL))
+            return self._run_held(name, held, other, other_owner, interactive)
+        resident = self._take_slot(name, interactive, owner, waiting)
         if resident is None:
             why = LANE_FULL if name in self._models else "model not held here"
             return retrying(lambda: self._requeuer.give_back(job_id, name, why))
+        return self._run_held(name, resident, job_id, owner, interactive)
+
+    def _run_held(
+        self, name: str, resident: Resident, job_id: str, owner: str, interactive: bool
+    ) -> str:
         try:
             return self._run_on(resident, job_id, interactive)
         finally:
@@ -390,16 +408,46 @@ class Runtime:
                 resident.inflight -= 1
                 if not interactive:
                     resident.batch_inflight -= 1
+                self.shares.release(name, owner)
                 self._slot_freed.notify_all()
 
-    def _take_slot(self, name: str, interactive: bool) -> Resident | None:
+    def _verdict(
+        self,
+        name: str,
+        resident: Resident,
+        interactive: bool,
+        owner: str,
+        waiting: frozenset[str],
+    ) -> Verdict:
+        """Under the lock: what a task of ``owner`` may do on model ``name`` now."""
+        if not interactive and resident.batch_inflight >= self.batch_slots:
+            return Verdict(False)  # the interactive lane
+        free = self.slots - resident.inflight
+        return self.shares.verdict(name, owner, self.slots, self.key_reserve, free, waiting)
+
+    def _hold(self, name: str, resident: Resident, interactive: bool, owner: str) -> None:
+        resident.inflight += 1
+        if not interactive:
+            resident.batch_inflight += 1
+        self.shares.hold(name, owner)
+
+    def _take_slot(
+        self,
+        name: str,
+        interactive: bool,
+        owner: str = "",
+        waiting: frozenset[str] = frozenset(),
+    ) -> Resident | None:
         """The interactive lane: batch jobs may hold at most ``slots - interactive_slots``
         of a model's slots, so the task threads kept free take interactive messages (kombu
-        pops the interactive list first) the moment they arrive.
+        pops the interactive list first) the moment they arrive. The key reserve
+        (:mod:`workers.fairness`) keeps the last ``key_reserve_slots`` for keys with
+        nothing running on the model here, while other keys have work for it (``waiting``:
+        the keys with jobs queued for it).
 
-        A batch task over the cap waits briefly for a batch slot, then gives its message
-        back to the head of its queue, freeing the thread: Celery cannot choose by priority
-        which message a free thread fetches, so the worker lets go of the wrong ones.
+        A task that may not take a slot waits briefly for one, then gives its message back
+        to the head of its queue, freeing the thread: Celery cannot choose by priority or
+        key which message a free thread fetches, so the worker lets go of the wrong ones.
         """
         deadline = time.monotonic() + LANE_WAIT_S
         with self._slot_freed:
@@ -407,15 +455,37 @@ class Runtime:
                 resident = self._models.get(name)
                 if resident is None or resident.state == "loading":
                     return None
-                if interactive or resident.batch_inflight < self.batch_slots:
-                    resident.inflight += 1
-                    if not interactive:
-                        resident.batch_inflight += 1
+                if self._verdict(name, resident, interactive, owner, waiting).take:
+                    self._hold(name, resident, interactive, owner)
                     return resident
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self._slot_freed.wait(left)
+
+    def _take_for_another(
+        self, name: str, interactive: bool, owner: str, waiting: frozenset[str]
+    ) -> tuple[Resident, str, str] | None:
+        """When ``owner`` holds its share and a key holding less has a job queued: a slot
+        taken for that job, its id and its key (else ``None``)."""
+        with self._lock:
+            resident = self._models.get(name)
+            if resident is None or resident.state != "ready":
+                return None
+            below = self._verdict(name, resident, interactive, owner, waiting).prefer_below
+            held = dict(self.shares.held(name))
+        if below is None:
+            return None
+        found = retrying(lambda: self._finder.find(name, interactive, held, below))
+        if found is None:
+            return None
+        with self._lock:
+            if self._models.get(name) is not resident:
+                return None
+            if not self._verdict(name, resident, interactive, found[1], waiting).take:
+                return None  # the slots changed meanwhile
+            self._hold(name, resident, interactive, found[1])
+        return resident, found[0], found[1]
 
     def _run_on(self, resident: Resident, job_id: str, interactive: bool = True) -> str:
         claim = retrying(lambda: self._claim_job(job_id))
@@ -452,10 +522,6 @@ class Runtime:
         if job.handed_back:
             return self.reaper.hand_back(job_id, attempt)
         return (job.final_status or JobStatus.FAILED).value
-
-    def _model_of(self, job_id: str) -> str:
-        raw = self.redis.hget(job_key(job_id), "model")
-        return raw.decode() if isinstance(raw, bytes) else str(raw or "")
 
     def _resume(self, resident: Resident, job: ActiveJob, last_seq: int) -> None:
         """Continue an earlier attempt: its emitted tokens are the forced prefix of this one.

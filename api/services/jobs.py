@@ -8,6 +8,7 @@ Submission contract (the workers rely on it): in one atomic script, the job hash
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -17,10 +18,19 @@ from msgspec import Struct
 from api.errors import APIError, unavailable
 from api.relay import Relay, RelayUnavailable, StreamCut
 from api.security.revocation import Watch
-from api.services.store import JobStore, QueueFull
-from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
+from api.services.store import JobStore, KeyShareFull, QueueFull
+from protocol.events import (
+    FINALIZE_LUA,
+    DoneEvent,
+    ErrorEvent,
+    Event,
+    TokenEvent,
+    cancelled_unstarted,
+    is_final,
+    template,
+)
 from protocol.jobs import JobSpec, queued_record
-from protocol.keys import job_key
+from protocol.keys import events_key, job_key
 from protocol.meter import token_meter
 from protocol.openai import ErrorInfo, Usage
 from protocol.states import Priority
@@ -48,7 +58,7 @@ async def submit(
 ) -> str:
     """Record and queue a sync call's job (see :meth:`JobStore.submit`); return its id.
 
-    A full model queue answers 503 with ``Retry-After``.
+    A full model queue answers 503, a key over its share of it 429 (see :func:`queue_full`).
     """
     record = queued_record(spec, owner, priority, meter=token_meter(owner))
     try:
@@ -58,19 +68,48 @@ async def submit(
 
 
 def queue_full(exc: QueueFull, store: JobStore) -> APIError:
+    """503 for a model's full queue (the service's limit); 429 for a key over its share of
+    it (that key's own limit: other keys are still admitted). Both carry ``Retry-After``."""
+    retry = store.bounds.retry_after_s
+    which = exc.priority.value
+    if isinstance(exc, KeyShareFull):
+        return APIError(
+            429,
+            f"This API key already has {exc.queued} {which} jobs queued for this model, its "
+            f"share of the model's queue (limit {exc.limit}); retry when some have started",
+            type="requests",
+            code="queue_share_exceeded",
+            headers={"Retry-After": str(retry)},
+        )
     return unavailable(
-        f"The model's queue is full ({exc.queued} jobs, limit {store.max_queued}); retry later",
-        store.retry_after_s,
+        f"The model's {which} queue is full ({exc.queued} jobs, limit {exc.limit}); retry later",
+        retry,
     )
 
 
+# KEYS: job, events. ARGV: now, retention, the cancelled event template. A queued job ends
+# now (leaving the live queued count at once); a running one is flagged for its worker.
+_CANCEL_ANY = (
+    FINALIZE_LUA
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'cancel', '1')
+if redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  finalize(KEYS[1], KEYS[2], 'cancelled', ARGV[1], ARGV[3], tonumber(ARGV[2]))
+else
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+"""
+)
+_CANCELLED = template(cancelled_unstarted())
+
+
 async def cancel(redis: aioredis.Redis, job_id: str, retention_s: int) -> None:
-    """Set the cancel flag the worker's scheduler checks every iteration."""
-    key = job_key(job_id)
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, "cancel", "1")
-        pipe.expire(key, retention_s)  # never leave a TTL-less stub behind
-        await pipe.execute()
+    """End a queued job now; set the cancel flag a running job's scheduler checks every
+    iteration."""
+    keys = [job_key(job_id), events_key(job_id)]
+    await redis.eval(_CANCEL_ANY, len(keys), *keys, time.time(), retention_s, _CANCELLED)
 
 
 async def cancel_shielded(redis: aioredis.Redis, job_id: str, retention_s: int) -> None:

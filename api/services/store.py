@@ -1,23 +1,27 @@
 """Job records in Redis as the API writes and reads them: one Lua script per operation.
 
-``submit`` checks the ``Idempotency-Key``, the model's queue bound, then writes the job hash
-(with the Celery message kept in its ``msg`` field while queued, for the queue position),
-pushes the message onto kombu's list, indexes the job under its owner and in
-``uml:queued`` (for the workers' orphan sweep, see :mod:`workers.reaper`) and stores the
-idempotency key: one atomic round trip, so a job is recorded, queued and indexed together
-or not at all.
+``submit`` checks the ``Idempotency-Key``, the key's share of the model's queue and the
+queue's bound (both per priority, counted on the live queued jobs of
+:mod:`protocol.queued`, so a cancelled job's message left in kombu's list holds no room),
+then writes the job hash (with the Celery message kept in its ``msg`` field while queued,
+for the queue position), pushes the message onto kombu's list, counts the job as queued,
+indexes it under its owner and in ``uml:queued`` (for the workers' orphan sweep, see
+:mod:`workers.reaper`) and stores the idempotency key: one atomic round trip, so a job is
+recorded, queued, counted and indexed together or not at all, and the bound is exact.
 
 ``read`` and ``cancel`` answer ``None`` for a job of another key, exactly as for a missing
 one. A queued job past its deadline is expired by whichever script sees it first (the
 worker's claim, a read, a cancel): status ``expired`` and a final event, atomically.
 
 Queue position costs one ``LLEN`` per priority list of the model plus one ``LPOS`` over the
-job's own list (a linear scan in Redis, at most ``max_queued_per_model`` entries), and only
-for queued jobs. kombu ``LPUSH``\\es and pops from the right, interactive list first.
+job's own list (a linear scan in Redis, at most the queue's bound plus the cancelled
+messages not yet popped), and only for queued jobs. kombu ``LPUSH``\\es and pops from the
+right, interactive list first.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,13 +46,19 @@ from protocol.keys import (
     queue_name,
     reply_text,
 )
+from protocol.queued import QUEUED_LUA, key_live_key, live_key
+from protocol.settings import ServerSettings
 from protocol.states import JobStatus, Priority
 
-# KEYS: job, owner index, idempotency key ('' for none), the queued index, the model's
-#       lists by step.
-# ARGV: retention, max queued, index of the target list, message, job id, body hash,
-#       idempotency TTL, trim cutoff id, job key prefix, hash fields...
-_SUBMIT = """
+# KEYS: job, owner index, idempotency key ('' for none), the queued index, the model's live
+#       queued jobs of the job's priority, the owner's share of them, the model's lists by step.
+# ARGV: retention, the priority's bound, index of the target list, message, job id, body
+#       hash, idempotency TTL, trim cutoff id, job key prefix, the owner's share (0: none
+#       below the bound), hash fields...
+# Returns {'queued', id, jobs ahead} | {'replay'|'conflict', id} | {'share'|'full', count}.
+_SUBMIT = (
+    QUEUED_LUA
+    + """
 local idem = KEYS[3]
 if idem ~= '' then
   local prev = redis.call('GET', idem)
@@ -58,25 +68,30 @@ if idem ~= '' then
     if redis.call('EXISTS', ARGV[9] .. id) == 1 then return {'replay', id} end
   end
 end
-local queued, ahead, target = 0, 0, tonumber(ARGV[3])
-for i = 5, #KEYS do
-  local n = redis.call('LLEN', KEYS[i])
-  queued = queued + n
-  if i - 4 <= target then ahead = ahead + n end
-end
-if queued >= tonumber(ARGV[2]) then return {'full', tostring(queued)} end
-local retention = tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], 'msg', ARGV[4], unpack(ARGV, 10))
-redis.call('EXPIRE', KEYS[1], retention)
-redis.call('LPUSH', KEYS[4 + target], ARGV[4])
 local t = redis.call('TIME')
-redis.call('ZADD', KEYS[4], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[5])
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local retention = tonumber(ARGV[1])
+local stale = '(' .. (now_ms - retention * 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', stale)
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', stale)
+local mine = redis.call('ZCARD', KEYS[6])
+if tonumber(ARGV[10]) > 0 and mine >= tonumber(ARGV[10]) then return {'share', tostring(mine)} end
+local queued = redis.call('ZCARD', KEYS[5])
+if queued >= tonumber(ARGV[2]) then return {'full', tostring(queued)} end
+local ahead, target = 0, tonumber(ARGV[3])
+for i = 7, 6 + target do ahead = ahead + redis.call('LLEN', KEYS[i]) end
+redis.call('HSET', KEYS[1], 'msg', ARGV[4], unpack(ARGV, 11))
+redis.call('EXPIRE', KEYS[1], retention)
+mark_queued(KEYS[1], now_ms, retention * 1000)
+redis.call('LPUSH', KEYS[6 + target], ARGV[4])
+redis.call('ZADD', KEYS[4], now_ms, ARGV[5])
 redis.call('ZADD', KEYS[2], 0, ARGV[5])
 redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[8])
 redis.call('EXPIRE', KEYS[2], retention)
 if idem ~= '' then redis.call('SET', idem, ARGV[5] .. ' ' .. ARGV[6], 'EX', ARGV[7]) end
 return {'queued', ARGV[5], ahead}
 """
+)
 
 _EXPIRE_IF_DUE = """
 local function expire_if_due(job, events, now, template, retention)
@@ -149,9 +164,18 @@ VIEW_FIELDS = tuple(f for f in JobRecord.__struct_fields__ if f not in ("spec", 
 
 
 class QueueFull(Exception):
-    def __init__(self, queued: int) -> None:
-        super().__init__(f"{queued} jobs are already queued for this model")
+    """The model's queue of this priority holds its bound: the service is full (503)."""
+
+    def __init__(self, queued: int, limit: int, priority: Priority) -> None:
+        super().__init__(f"{queued} {priority.value} jobs are already queued for this model")
         self.queued = queued
+        self.limit = limit
+        self.priority = priority
+
+
+class KeyShareFull(QueueFull):
+    """This key holds its share of the model's queue of this priority: its own limit (429);
+    other keys are still admitted."""
 
 
 class IdempotencyConflict(Exception):
@@ -188,16 +212,45 @@ def _celery_priority(priority: Priority) -> int:
     return CELERY_PRIORITY_BATCH
 
 
+@dataclass(frozen=True)
+class QueueBounds:
+    """How many jobs one model's queue holds per priority, and one key's share of them."""
+
+    interactive: int
+    batch: int
+    share: float = 1.0
+    """The fraction of a priority's bound one API key may hold queued (at least one job)."""
+    retry_after_s: int = 5
+
+    @classmethod
+    def of(cls, server: ServerSettings) -> QueueBounds:
+        return cls(
+            interactive=server.max_queued_per_model,
+            batch=server.max_queued_batch_per_model,
+            share=server.queue_share_per_key,
+            retry_after_s=server.queue_full_retry_after_s,
+        )
+
+    def bound(self, priority: Priority) -> int:
+        return self.interactive if priority is Priority.INTERACTIVE else self.batch
+
+    def per_key(self, priority: Priority) -> int:
+        return max(1, math.floor(self.bound(priority) * self.share))
+
+    def share_cap(self, priority: Priority) -> int:
+        """What submission checks a key against: its share, or 0 when that is the whole
+        bound (the queue is then simply full, 503, not the key over its share)."""
+        cap = self.per_key(priority)
+        return cap if cap < self.bound(priority) else 0
+
+
 class JobStore:
     """The API's Redis operations on job records; built once per process."""
 
-    def __init__(
-        self, redis: aioredis.Redis, retention_s: int, max_queued: int, retry_after_s: int = 5
-    ) -> None:
+    def __init__(self, redis: aioredis.Redis, retention_s: int, bounds: QueueBounds) -> None:
         self.redis = redis
         self.retention_s = retention_s
-        self.max_queued = max_queued
-        self.retry_after_s = retry_after_s
+        self.bounds = bounds
         self._submit = redis.register_script(_SUBMIT)
         self._read = redis.register_script(_READ)
         self._cancel = redis.register_script(_CANCEL)
@@ -210,8 +263,8 @@ class JobStore:
         idem: str | None = None,
         body_hash: str = "",
     ) -> Submitted:
-        """Queue ``record`` (its ``id`` is minted here); raise :class:`QueueFull` or
-        :class:`IdempotencyConflict`."""
+        """Queue ``record`` (its ``id`` is minted here); raise :class:`KeyShareFull`,
+        :class:`QueueFull` or :class:`IdempotencyConflict`."""
         job_id = new_job_id()
         record.id = job_id
         owner = record.owner or ""
@@ -225,7 +278,7 @@ class JobStore:
         fields = [item for pair in record_to_hash(record).items() for item in pair]
         args: list[Any] = [
             self.retention_s,
-            self.max_queued,
+            self.bounds.bound(record.priority),
             target,
             message,
             job_id,
@@ -233,13 +286,20 @@ class JobStore:
             IDEMPOTENCY_TTL_S,
             cutoff,
             job_key(""),
+            self.bounds.share_cap(record.priority),
             *fields,
         ]
-        keys = [job_key(job_id), jobs_index_key(owner), idem_key, QUEUED, *lists]
+        live = [
+            live_key(record.priority, record.model),
+            key_live_key(record.priority, owner, record.model),
+        ]
+        keys = [job_key(job_id), jobs_index_key(owner), idem_key, QUEUED, *live, *lists]
         reply = await self._submit(keys=keys, args=args)
         outcome, value = reply[0].decode(), reply[1].decode()
+        if outcome == "share":
+            raise KeyShareFull(int(value), self.bounds.per_key(record.priority), record.priority)
         if outcome == "full":
-            raise QueueFull(int(value))
+            raise QueueFull(int(value), self.bounds.bound(record.priority), record.priority)
         if outcome == "conflict":
             raise IdempotencyConflict(value)
         if outcome == "replay":

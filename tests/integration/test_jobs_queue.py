@@ -2,7 +2,9 @@
 
 An API served by uvicorn in-process on the unit tests' Redis, its queue bound set to 3:
 queue positions (interactive ahead of batch), cancelling a queued job, the 503 of a full
-queue on ``/v1/jobs`` and on the sync endpoints, and a deadline passing while queued.
+queue on ``/v1/jobs`` and on the sync endpoints (interactive work: batch work has a bound of
+its own), and a deadline passing while queued. Per-key shares are off here
+(tests/integration/test_fairness.py covers them).
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ def http(redis_url: str) -> Iterator[httpx.Client]:
     client.close()
     settings = Settings(
         redis=RedisSettings(url=redis_url, block_ms=500, socket_timeout_s=5),
-        server=ServerSettings(sse_ping_s=0.2, max_queued_per_model=LIMIT),
+        server=ServerSettings(
+            sse_ping_s=0.2,
+            max_queued_per_model=LIMIT,
+            max_queued_batch_per_model=LIMIT,
+            queue_share_per_key=1.0,
+        ),
         worker=WorkerSettings(),
         security=SecuritySettings(admin_key=ADMIN_KEY),
     )
@@ -123,7 +130,7 @@ def test_cancel_queued_job_ends_it_at_once(http: httpx.Client, redis_url: str) -
 
 def test_full_queue_answers_503_everywhere(http: httpx.Client) -> None:
     for _ in range(LIMIT):
-        submit(http, job())
+        submit(http, job("interactive"))
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     for response in (
         http.post("/v1/jobs", json=job("interactive")),
@@ -134,6 +141,7 @@ def test_full_queue_answers_503_everywhere(http: httpx.Client) -> None:
         assert response.headers["retry-after"] == "5"
         assert response.json()["error"]["type"] == "service_unavailable"
     assert http.get("/v1/jobs").json()["data"][0]["status"] == "queued"
+    submit(http, job("batch"))  # batch work has a bound of its own
 
 
 def test_deadline_passing_while_queued(http: httpx.Client, redis_url: str) -> None:
