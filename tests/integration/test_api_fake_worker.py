@@ -78,6 +78,7 @@ class FakeWorker(threading.Thread):
         self.redis.xadd(events_key(job_id), data, id=entry_id(event.seq))  # type: ignore[arg-type]
 
     def serve(self, job_id: str) -> None:
+        self.redis.hset(job_key(job_id), "status", "running")  # what a real claim does first
         record = from_hash(self.redis.hgetall(job_key(job_id)))  # type: ignore[arg-type]
         assert record.spec is not None
         text = record.spec.prompt or str(record.spec.messages)
