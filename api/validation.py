@@ -3,10 +3,10 @@
 Bodies are decoded here with msgspec (not by Litestar) so every failure names the field at
 fault: msgspec's path ``$.messages[0].role`` becomes ``param = "messages[0].role"``.
 
-HTTP status: malformed JSON, invalid UTF-8, nesting too deep to decode, numbers out of
-range, wrong types and unsupported features all answer **400** ``invalid_request_error``,
-as OpenAI does (never 422, never a 5xx). A body above ``max_body_bytes`` answers 413
-(Litestar's limit, translated in :mod:`api.errors`).
+HTTP status: malformed JSON, invalid UTF-8 (anywhere, unknown fields included), nesting
+too deep to decode, numbers out of range, wrong types and unsupported features all answer
+**400** ``invalid_request_error``, as OpenAI does (never 422, never a 5xx). A body above
+``max_body_bytes`` answers 413 (Litestar's limit, translated in :mod:`api.errors`).
 
 Caps (settings): ``max_tokens``, stop strings (count and length), chat messages, and the
 prompt's total characters, an API-side bound that needs no tokenizer (the worker still
@@ -62,8 +62,20 @@ def error_param(message: str) -> str | None:
     return path or None
 
 
+def check_utf8(body: bytes) -> None:
+    """400 unless the whole body is UTF-8: msgspec skips an unknown field without reading its
+    name or value as text, so invalid bytes there would pass unseen."""
+    if body.isascii():  # the common case, and no copy
+        return
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        raise invalid_request(f"Request body is not valid UTF-8: {exc.reason}") from None
+
+
 def decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
     """Decode a request body; any fault is a 400 naming the field (``param``)."""
+    check_utf8(body)
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
