@@ -34,6 +34,7 @@ from api.logs import RequestContextMiddleware
 from api.metrics import Metrics, MetricsController, MetricsMiddleware
 from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
 from api.security.cors import cors_config
+from api.security.keys import load_bootstrap
 from api.security.middleware import PUBLIC, RateLimitMiddleware, auth_middleware
 from api.state import open_resources
 from protocol.settings import Settings, get_settings
@@ -50,6 +51,7 @@ async def docs() -> Redirect:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API; resources open when the app starts and close when it stops."""
     cfg = settings or get_settings()
+    load_bootstrap(cfg.security)  # an unusable admin key stops the start here, not in lifespan
     metrics = Metrics()
 
     @asynccontextmanager

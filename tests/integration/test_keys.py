@@ -125,3 +125,29 @@ def test_cli_list_shows_each_keys_state(stack: Stack) -> None:
     assert states["st-active"] == "active"
     assert states["st-expired"] == "expired"
     assert states["st-revoked"] == "revoked"
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"UML_ADMIN_KEY": "short"}, "UML_ADMIN_KEY: the admin key must be 24-256 characters"),
+        ({"UML_ADMIN_KEY": "x" * 20 + " y" * 10}, "UML_ADMIN_KEY: the admin key must be printable"),
+        ({"UML_ADMIN_KEY_FILE": "/nonexistent/admin.key"}, "UML_ADMIN_KEY_FILE"),
+    ],
+)
+def test_serve_with_a_bad_admin_key_says_one_sentence_and_exits_2(
+    stack: Stack, env: dict[str, str], says: str
+) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("UML_ADMIN_KEY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "uml.cli", "serve", "--port", "0"],
+        env={**base, "REDIS_URL": stack.redis_url, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"uml serve: {says}"), done.stderr
+    assert "Traceback" not in done.stderr and "short" not in done.stderr
