@@ -32,6 +32,8 @@ from api.controllers.ws import ws_endpoint
 from api.errors import exception_handlers
 from api.logs import RequestContextMiddleware
 from api.metrics import Metrics, MetricsController, MetricsMiddleware
+from api.openapi import docs_router
+from api.options import OptionsMiddleware
 from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
 from api.security.cors import cors_config
 from api.security.keys import load_bootstrap
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DefineMiddleware(MetricsMiddleware, metrics=metrics),
             RequestContextMiddleware,
             AuditMiddleware,
+            OptionsMiddleware(),
             auth_middleware(),
             RateLimitMiddleware(),
         ],
@@ -113,5 +116,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             security=[{"bearer": []}, {"apiKey": []}],
             render_plugins=[SwaggerRenderPlugin(path="/docs")],
+            openapi_router=docs_router(cfg.server),
         ),
     )
