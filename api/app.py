@@ -32,8 +32,11 @@ from api.controllers.ws import ws_endpoint
 from api.errors import exception_handlers
 from api.logs import RequestContextMiddleware
 from api.metrics import Metrics, MetricsController, MetricsMiddleware
+from api.openapi import docs_router
+from api.options import OptionsMiddleware
 from api.security.audit import AuditMiddleware, AuditWriter, add_request_id, after_exception
 from api.security.cors import cors_config
+from api.security.keys import load_bootstrap
 from api.security.middleware import PUBLIC, RateLimitMiddleware, auth_middleware
 from api.security.slow_clients import BodyDeadlineMiddleware
 from api.state import open_resources
@@ -48,6 +51,7 @@ async def docs() -> Redirect:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the API; resources open when the app starts and close when it stops."""
     cfg = settings or get_settings()
+    load_bootstrap(cfg.security)  # an unusable admin key stops the start here, not in lifespan
     metrics = Metrics()
 
     @asynccontextmanager
@@ -85,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DefineMiddleware(MetricsMiddleware, metrics=metrics),
             RequestContextMiddleware,
             AuditMiddleware,
+            OptionsMiddleware(),
             auth_middleware(),
             RateLimitMiddleware(),
         ],
@@ -110,5 +115,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ),
             security=[{"bearer": []}, {"apiKey": []}],
             render_plugins=[SwaggerRenderPlugin(path="/docs")],
+            openapi_router=docs_router(cfg.server),
         ),
     )

@@ -30,7 +30,7 @@ from typing import Final
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Receive, Scope, Send
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -41,7 +41,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 
-from api.errors import status_of
+from api.exchange import Exchange
 from api.openapi import ERRORS
 from api.security.guards import requires_admin
 from api.services.models import read_workers
@@ -276,24 +276,16 @@ class MetricsMiddleware:
             return
         t0 = time.perf_counter()
         scope.setdefault("state", {})[T0] = t0
-        status = 500
-
-        async def capture(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        exchange = Exchange(receive, send)
+        failure: BaseException | None = None
         try:
-            await self.app(scope, receive, capture)
-        except asyncio.CancelledError:
-            status = 499  # the client went away
-            raise
+            await self.app(scope, exchange.receive, exchange.send)
         except BaseException as exc:
-            status = status_of(exc)
+            failure = exc
             raise
         finally:
             route = scope.get("path_template") or scope["path"]
+            status = exchange.status(failure)
             self.metrics.http.observe(scope["method"], route, status, time.perf_counter() - t0)
 
 

@@ -3,10 +3,10 @@
 Bodies are decoded here with msgspec (not by Litestar) so every failure names the field at
 fault: msgspec's path ``$.messages[0].role`` becomes ``param = "messages[0].role"``.
 
-HTTP status: malformed JSON, invalid UTF-8, nesting too deep to decode, numbers out of
-range, wrong types and unsupported features all answer **400** ``invalid_request_error``,
-as OpenAI does (never 422, never a 5xx). A body above ``max_body_bytes`` answers 413
-(Litestar's limit, translated in :mod:`api.errors`).
+HTTP status: malformed JSON, invalid UTF-8 (anywhere, unknown fields included), nesting
+too deep to decode, numbers out of range, wrong types and unsupported features all answer
+**400** ``invalid_request_error``, as OpenAI does (never 422, never a 5xx). A body above
+``max_body_bytes`` answers 413 (Litestar's limit, translated in :mod:`api.errors`).
 
 Caps (settings): ``max_tokens``, stop strings (count and length), chat messages, and the
 prompt's total characters, an API-side bound that needs no tokenizer (the worker still
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -62,10 +62,45 @@ def error_param(message: str) -> str | None:
     return path or None
 
 
-def decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
-    """Decode a request body; any fault is a 400 naming the field (``param``)."""
+def check_utf8(body: bytes) -> None:
+    """400 unless the whole body is UTF-8: msgspec skips an unknown field without reading its
+    name or value as text, so invalid bytes there would pass unseen."""
+    if body.isascii():  # the common case, and no copy
+        return
+    try:
+        body.decode()
+    except UnicodeDecodeError as exc:
+        raise invalid_request(f"Request body is not valid UTF-8: {exc.reason}") from None
+
+
+def _whole(value: Any) -> Any:
+    """``value`` with every float that is a whole number (``2.0``) made an int (``2``)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    return value
+
+
+def _decode_numbers_as_json_means(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
+    """JSON has one number type, so ``2.0`` is the integer 2 (JSON Schema agrees, and the
+    OpenAPI document promises integers); msgspec's strict decoding refuses it, and its lax
+    mode would also take ``"2"``. Tried only after a strict decode refused a float."""
     try:
         return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        if "got `float`" not in str(exc):
+            raise
+    return decoder.decode(msgspec.json.encode(_whole(msgspec.json.decode(body))))
+
+
+def decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
+    """Decode a request body; any fault is a 400 naming the field (``param``)."""
+    check_utf8(body)
+    try:
+        return _decode_numbers_as_json_means(decoder, body)
     except msgspec.ValidationError as exc:
         text = str(exc)
         param = error_param(text)
@@ -80,16 +115,19 @@ def decode(decoder: msgspec.json.Decoder[R], body: bytes) -> R:
         raise invalid_request("Request body is nested too deeply") from None
 
 
+def _check_cap(value: int | None, param: str, cfg: ServerSettings) -> None:
+    if value is not None and value > cfg.max_tokens_cap:
+        raise invalid_request(f"{param} must be at most {cfg.max_tokens_cap}", param=param)
+
+
 def _sampling(
     req: CompletionRequest | ChatCompletionRequest, max_tokens: int | None, cfg: ServerSettings
 ) -> SamplingParams:
+    _check_cap(req.max_tokens, "max_tokens", cfg)  # even where max_completion_tokens wins
+    if isinstance(req, ChatCompletionRequest):
+        _check_cap(req.max_completion_tokens, "max_completion_tokens", cfg)
     if max_tokens is None:  # the default never exceeds the cap
         max_tokens = min(cfg.default_max_tokens, cfg.max_tokens_cap)
-    elif max_tokens > cfg.max_tokens_cap:
-        param = "max_tokens"
-        if isinstance(req, ChatCompletionRequest) and req.max_completion_tokens is not None:
-            param = "max_completion_tokens"
-        raise invalid_request(f"{param} must be at most {cfg.max_tokens_cap}", param=param)
     if req.n != 1:
         raise not_supported("n", "n other than 1")
     if req.presence_penalty:

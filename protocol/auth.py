@@ -25,6 +25,7 @@ from msgspec import Meta, Struct
 
 Scope = Literal["user", "admin"]
 Verdict = Literal["ok", "wrong", "expired", "revoked"]
+State = Literal["active", "expired", "revoked"]
 
 KEY_PREFIX = "uml"
 BOOTSTRAP_ID = "bootstrap"
@@ -205,11 +206,18 @@ def check_hash(record: ApiKey, presented: str, now: float | None = None) -> Verd
     previous = hmac.compare_digest(presented, record.previous_hash or "")
     if not (current or (previous and in_grace)):
         return "wrong"
+    current_state = state(record, now)
+    return "ok" if current_state == "active" else current_state
+
+
+def state(record: ApiKey, now: float | None = None) -> State:
+    """What a listing shows of a key: ``revoked`` wins over ``expired`` (past ``expires_at``)."""
+    now = time.time() if now is None else now
     if record.revoked_at is not None:
         return "revoked"
     if record.expires_at is not None and now >= record.expires_at:
         return "expired"
-    return "ok"
+    return "active"
 
 
 def valid_until(record: ApiKey, presented: str) -> float | None:

@@ -15,12 +15,12 @@ Lines that could not run (invalid, cancelled, expired) carry ``response: null`` 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
-from protocol.jobs_api import MAX_METADATA_PAIRS
+from protocol.jobs_api import MAX_METADATA_PAIRS, Metadata
 
 FilePurpose = Literal["batch", "batch_output"]
 BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions"]
@@ -78,9 +78,12 @@ class BatchCreate(Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /v1/batches``; an unknown field is refused, not silently ignored."""
 
     input_file_id: str
-    endpoint: str
-    completion_window: str = "24h"
-    metadata: dict[str, str] | None = None
+    endpoint: Annotated[str, Meta(extra_json_schema={"enum": list(BATCH_ENDPOINTS)})]
+    """Checked by the API (400 ``unsupported_parameter`` naming the endpoints it serves)."""
+    completion_window: Annotated[
+        str, Meta(extra_json_schema={"enum": list(COMPLETION_WINDOW_S)})
+    ] = "24h"
+    metadata: Metadata | None = None
     output_expires_after: dict[str, Any] | None = None
     """Accepted for SDK compatibility; output files expire with the file retention."""
 

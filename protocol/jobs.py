@@ -39,6 +39,17 @@ class JobSpec(Struct, kw_only=True, frozen=True):
     messages: list[ChatMessage] | None = None
 
 
+MIN_PROMPT_TOKENS = 1
+"""The fewest prompt tokens a job that can run has (an engine refuses an empty prompt): what
+the API counts a prompt as, having no tokenizer."""
+
+
+def exceeds_context(prompt_tokens: int, max_tokens: int, context: int) -> bool:
+    """Does a job of ``prompt_tokens`` plus ``max_tokens`` overflow a model context of
+    ``context`` tokens? ``context`` 0 means unknown: nothing overflows it."""
+    return context > 0 and prompt_tokens + max_tokens > context
+
+
 class JobRecord(Struct, kw_only=True):
     id: str
     model: str

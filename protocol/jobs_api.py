@@ -11,10 +11,10 @@ the default); the body follows the OpenAI endpoints' rules. See docs/jobs.md.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
 
 from protocol.openai import ErrorInfo, Usage
 from protocol.states import JobStatus, Priority
@@ -23,14 +23,28 @@ MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
 
+_MetadataValue = Annotated[str, Meta(extra_json_schema={"maxLength": MAX_METADATA_VALUE_CHARS})]
+Metadata = Annotated[
+    dict[str, _MetadataValue],
+    Meta(
+        extra_json_schema={
+            "maxProperties": MAX_METADATA_PAIRS,
+            "propertyNames": {"maxLength": MAX_METADATA_KEY_CHARS},
+        }
+    ),
+]
+"""String pairs within OpenAI's limits (documented here, checked by the API with messages
+that name the key at fault)."""
+Deadline = float | Annotated[str, Meta(extra_json_schema={"format": "date-time"})] | None
+
 
 class JobSubmission(Struct, kw_only=True, forbid_unknown_fields=True):
     type: Literal["chat", "completion"]
     body: msgspec.Raw
     priority: Priority = Priority.BATCH
-    deadline: float | str | None = None
+    deadline: Deadline = None
     """Unix seconds, or an ISO 8601 time (UTC unless it names an offset)."""
-    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    metadata: Metadata = msgspec.field(default_factory=dict)
 
 
 class JobTimings(Struct, kw_only=True):

@@ -90,7 +90,7 @@ def _when(t: float | None) -> str:
 def _show(record: ApiKey) -> str:
     fields = msgspec.structs.asdict(record.limits)
     limits = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-    state = "revoked" if record.revoked_at is not None else "active"
+    state = auth.state(record)  # active, expired or revoked
     return (
         f"{record.id}  {record.scope:5}  {state:7}  created {_when(record.created_at)}  "
         f"expires {_when(record.expires_at)}  {limits or 'default limits'}  {record.name}"

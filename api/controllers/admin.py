@@ -17,7 +17,7 @@ from litestar.params import FromPath, Parameter
 
 from api import validation
 from api.errors import APIError
-from api.openapi import ERRORS
+from api.openapi import ERRORS, MIN_0, json_body
 from api.security import audit
 from api.security.guards import requires_admin
 from api.state import Resources
@@ -42,6 +42,7 @@ class AdminKeysController(Controller):
     @post(
         summary="Create an API key; the answer holds the key itself, shown this once",
         responses=ERRORS,
+        operation_class=json_body(CreateKeyRequest),
     )
     async def create(self, request: Request[Any, Any, Any], state: State) -> CreatedKey:
         body = await request.body()
@@ -70,6 +71,7 @@ class AdminKeysController(Controller):
         summary="Give a key a new secret, answered this once; the old one works for `grace`",
         status_code=200,
         responses=ERRORS,
+        operation_class=json_body(RotateKeyRequest, required=False),
     )
     async def rotate(
         self, request: Request[Any, Any, Any], state: State, key_id: FromPath[str]
@@ -96,7 +98,12 @@ class AdminAuditController(Controller):
         state: State,
         since: Annotated[
             float | None,
-            Parameter(ge=0, le=1e12, description="Only records from this Unix time on."),
+            Parameter(
+                ge=0,
+                le=1e12,
+                schema_extra=MIN_0,
+                description="Only records from this Unix time on.",
+            ),
         ] = None,
         key_id: Annotated[
             str | None, Parameter(max_length=64, description="Only records of this key id.")

@@ -15,9 +15,9 @@ from litestar.response import Stream
 from api import validation
 from api.controllers.openai import owner_of
 from api.errors import invalid_request
-from api.openapi import ERRORS
+from api.openapi import ERRORS, MIN_0, EventsOperation, JobSubmissionOperation
 from api.security.limits import METERED
-from api.services import jobs_api
+from api.services import jobs, jobs_api
 from api.state import Resources
 from protocol.jobs_api import Job, JobList
 from protocol.states import JobStatus
@@ -63,6 +63,7 @@ class JobsController(Controller):
         status_code=202,
         responses=ERRORS,
         opt=METERED,
+        operation_class=JobSubmissionOperation,
     )
     async def submit(self, request: Request[Any, Any, Any], state: State) -> Response[Job]:
         res = Resources.of(state)
@@ -70,6 +71,7 @@ class JobsController(Controller):
         new = validation.job_submission(raw, res.settings.server)
         idem = _idempotency_key(request)
         await res.models.require(new.spec.model)
+        await jobs.check_context(res.models, new.spec, param="body.max_tokens")
         job, replayed = await jobs_api.submit(res.store, owner_of(request), new, idem, raw)
         headers = {"Location": f"/v1/jobs/{job.id}"}
         if replayed:
@@ -104,6 +106,8 @@ class JobsController(Controller):
         description="`id: {seq}` + `data: {event}` per event; resumes after `Last-Event-ID` "
         "or `?after=`.",
         responses=ERRORS,
+        media_type="text/event-stream",
+        operation_class=EventsOperation,
     )
     async def events(
         self,
@@ -111,7 +115,12 @@ class JobsController(Controller):
         state: State,
         job_id: FromPath[str],
         after: Annotated[
-            int | None, Parameter(ge=0, description="Resume after this seq (Last-Event-ID wins).")
+            int | None,
+            Parameter(
+                ge=0,
+                schema_extra=MIN_0,
+                description="Resume after this seq (Last-Event-ID wins).",
+            ),
         ] = None,
     ) -> Stream:
         res = Resources.of(state)

@@ -13,11 +13,12 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, Parameter
 
 from api import validation
 from api.errors import APIError
-from api.openapi import ERRORS
+from api.openapi import ERRORS, json_body
 from api.security import audit
 from api.security.guards import requires_admin
 from api.services.model_ops import ModelAdmin
@@ -32,6 +33,16 @@ from protocol.models import (
 
 _load = msgspec.json.Decoder(LoadModelRequest)
 _unload = msgspec.json.Decoder(UnloadModelRequest)
+
+_OP_RESPONSES = {
+    **ERRORS,
+    200: ResponseSpec(
+        ModelOpList,
+        description="Every operation is done (`wait=true`, or nothing had to change)",
+        generate_examples=False,
+    ),
+}
+"""202 while an operation runs (poll ``/models/ops/{id}``), 200 once all are done."""
 
 Wait = Annotated[
     bool, Parameter(description="Wait (bounded by UML_LOAD_WAIT_S) until the operation is done.")
@@ -60,7 +71,8 @@ class ModelsController(Controller):
         summary="Load a model on a worker (admin); 202 with the operation to poll",
         guards=[requires_admin],
         status_code=202,
-        responses=ERRORS,
+        responses=_OP_RESPONSES,
+        operation_class=json_body(LoadModelRequest),
     )
     async def load_model(
         self, request: Request[Any, Any, Any], state: State, wait: Wait = False
@@ -77,7 +89,8 @@ class ModelsController(Controller):
         summary="Unload a model (admin): its queue stops, running jobs finish, memory is freed",
         guards=[requires_admin],
         status_code=202,
-        responses=ERRORS,
+        responses=_OP_RESPONSES,
+        operation_class=json_body(UnloadModelRequest),
     )
     async def unload_model(
         self, request: Request[Any, Any, Any], state: State, wait: Wait = False

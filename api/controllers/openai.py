@@ -75,6 +75,7 @@ async def _run(
 ) -> Response[Any] | Stream:
     """Admit, queue and answer one generation request, streamed or whole."""
     await res.models.require(spec.model)
+    await jobs.check_context(res.models, spec)
     policy = res.limiter.policy(request.user)
     stream_slot = await res.limiter.open_stream(policy) if req.stream else None
     retention_s = res.settings.redis.retention_s

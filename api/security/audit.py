@@ -6,7 +6,8 @@ the request, and on the way out reads what the inner layers left behind: the ver
 (``scope["user"]``, set by the auth middleware; ``anonymous`` when there is none), the
 status and the ``x-uml-job-id`` header of the response, and what handlers added with
 :func:`note` (model, token counts, admin action). An exception escaping the stack (a 401
-from the auth middleware, a 429) is recorded with the status its handler will answer.
+from the auth middleware, a 429) is recorded with the status its handler will answer; a
+client that left before the response started, as 499 (:class:`api.exchange.Exchange`).
 Requests that never reach a route (unknown path) are recorded by :func:`after_exception`.
 
 Writing costs the request nothing it waits on: the record is logged, then queued for
@@ -33,6 +34,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from redis.exceptions import RedisError
 
 from api.errors import status_of
+from api.exchange import Exchange
 from protocol.audit import ANONYMOUS, AuditList, AuditRecord
 from protocol.auth import ApiKey
 from protocol.keys import AUDIT_STREAM, EVENT_FIELD
@@ -233,29 +235,24 @@ class AuditMiddleware:
         started, t0 = time.time(), time.perf_counter()
         request_id(scope)
         _state(scope)[_ACTIVE] = True
-        status = 500
-        job_id: str | None = None
-
-        async def capture(message: Message) -> None:
-            nonlocal status, job_id
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name.lower() == JOB_HEADER:
-                        job_id = value.decode()
-            await send(message)
-
+        exchange = Exchange(receive, send)
+        failure: BaseException | None = None
         try:
-            await self.app(scope, receive, capture)
-        except asyncio.CancelledError:
-            status = 499  # the client went away
-            raise
+            await self.app(scope, exchange.receive, exchange.send)
         except BaseException as exc:
-            status = status_of(exc)
+            failure = exc
             raise
         finally:
             writer = AuditWriter.of(scope["litestar_app"].state)
-            writer.submit(_record(writer, scope, started, t0, status, job_id))
+            status = exchange.status(failure)
+            writer.submit(_record(writer, scope, started, t0, status, _job_id(exchange)))
+
+
+def _job_id(exchange: Exchange) -> str | None:
+    for name, value in exchange.headers:
+        if name.lower() == JOB_HEADER:
+            return value.decode()
+    return None
 
 
 async def after_exception(exc: Exception, scope: Scope) -> None:

@@ -45,11 +45,28 @@ def forbidden(message: str) -> APIError:
 
 
 def load_bootstrap(settings: SecuritySettings) -> ApiKey | None:
-    """The bootstrap admin record from ``UML_ADMIN_KEY`` or the file ``UML_ADMIN_KEY_FILE``."""
-    plaintext = settings.admin_key
+    """The bootstrap admin record from ``UML_ADMIN_KEY`` or the file ``UML_ADMIN_KEY_FILE``.
+
+    A key that is unusable raises :class:`ValueError` with one sentence naming the setting
+    (never the key): :func:`api.app.create_app` calls this before the server starts, so
+    ``uml serve`` prints it and exits 2.
+    """
+    source, plaintext = "UML_ADMIN_KEY", settings.admin_key
     if not plaintext and settings.admin_key_file:
-        plaintext = Path(settings.admin_key_file).read_text().strip()
-    return auth.bootstrap_key(plaintext) if plaintext else None
+        source = f"UML_ADMIN_KEY_FILE ({settings.admin_key_file})"
+        try:
+            plaintext = Path(settings.admin_key_file).read_text().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ValueError(f"{source}: the file cannot be read ({reason}).") from None
+        if not plaintext:
+            raise ValueError(f"{source}: the file is empty.")
+    if not plaintext:
+        return None
+    try:
+        return auth.bootstrap_key(plaintext)
+    except ValueError as exc:
+        raise ValueError(f"{source}: {exc}.") from None
 
 
 class KeyStore:

@@ -18,6 +18,7 @@ from msgspec import Struct
 from api.errors import APIError, unavailable
 from api.relay import Relay, RelayUnavailable, StreamCut
 from api.security.revocation import Watch
+from api.services.models import LiveModels
 from api.services.store import JobStore, KeyShareFull, QueueFull
 from protocol.events import (
     FINALIZE_LUA,
@@ -29,7 +30,7 @@ from protocol.events import (
     is_final,
     template,
 )
-from protocol.jobs import JobSpec, queued_record
+from protocol.jobs import MIN_PROMPT_TOKENS, JobSpec, exceeds_context, queued_record
 from protocol.keys import events_key, job_key
 from protocol.meter import token_meter
 from protocol.openai import ErrorInfo, Usage
@@ -51,6 +52,25 @@ def status_for_error(info: ErrorInfo) -> int:
     if info.type == "service_unavailable":
         return 503
     return 500
+
+
+async def check_context(models: LiveModels, spec: JobSpec, param: str = "max_tokens") -> None:
+    """400 ``context_length_exceeded`` before queueing a job no worker of its model can hold.
+
+    The rule is :func:`protocol.jobs.exceeds_context`, the worker's own, against the context
+    the model's workers announce; the API has no tokenizer, so it counts the prompt as
+    :data:`MIN_PROMPT_TOKENS` and the worker still checks the exact count.
+    """
+    context = await models.context(spec.model)
+    max_tokens = spec.sampling.max_tokens
+    if exceeds_context(MIN_PROMPT_TOKENS, max_tokens, context):
+        raise APIError(
+            400,
+            f"max_tokens ({max_tokens}) plus the prompt (at least {MIN_PROMPT_TOKENS} token) "
+            f"exceeds the model's context of {context} tokens",
+            param=param,
+            code="context_length_exceeded",
+        )
 
 
 async def submit(

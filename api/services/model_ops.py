@@ -81,12 +81,19 @@ def choose_worker(
         if not known and model not in found.registered:
             raise model_not_found(model)
         return found
+    if device and not any(w.device == device for w in workers):
+        raise APIError(
+            404,
+            f"No live worker has the device `{device}`",
+            param="device",
+            code="device_not_found",
+        )
     eligible = [
         w
         for w in workers
         if w.holds(model) is None
         and (known or model in w.registered)
-        and (device is None or w.device == device)
+        and (not device or w.device == device)  # "" is no preference, as for the worker
     ]
     if not eligible:
         if not known and not any(model in w.registered for w in workers):

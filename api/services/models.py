@@ -80,6 +80,20 @@ class LiveModels:
             snap = await self.refresh()
         return snap
 
+    async def context(self, model: str) -> int:
+        """The longest context (prompt + completion tokens) a ready worker of ``model``
+        announces; 0 when none announces one."""
+        snap = await self.snapshot()
+        return max(
+            (
+                m.max_seq_len
+                for w in snap.workers
+                for m in w.models
+                if m.name == model and m.state == "ready"
+            ),
+            default=0,
+        )
+
     async def require(self, model: str) -> None:
         """Return if ``model`` is servable; else re-check Redis once, then load it on demand
         (when on, and registered) or answer 404."""

@@ -4,9 +4,12 @@ tokens; the API's stdout has the JSON lines and no key; the job hash names its o
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -88,3 +91,39 @@ def test_chunked_body_over_the_cap_is_413(api_url: str) -> None:
     assert resp.status_code == 413, resp.text
     assert resp.json()["error"]["code"] == "request_too_large"
     assert time.monotonic() - started < 30
+
+
+def _metric(http: httpx.Client, sample: str) -> float:
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", http.get("/metrics").text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_an_abandoned_body_is_a_client_close_not_a_server_error(
+    http: httpx.Client, api_url: str
+) -> None:
+    """A raw client announces 1,000 bytes, sends 20 and closes: 499 in the audit and metrics."""
+    made = http.post("/admin/keys", json={"name": "abandons"})
+    assert made.status_code == 201, made.text
+    key, key_id = made.json()["key"], made.json()["info"]["id"]
+    series = 'uml_http_requests_total{method="POST",route="/v1/completions",status="%d"}'
+    before = {s: _metric(http, series % s) for s in (499, 500)}
+    url = urlsplit(api_url)
+    head = (
+        f"POST /v1/completions HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(head.encode() + b'{"model": "tiny", "p')
+
+    found: list[dict[str, Any]] = []
+
+    def recorded() -> bool:
+        data = http.get("/admin/audit", params={"key_id": key_id}).json()["data"]
+        found[:] = [r for r in data if r["path"] == "/v1/completions"]
+        return bool(found)
+
+    wait_for(recorded, 10, "the audit record of the abandoned request", interval=0.05)
+    assert [r["status"] for r in found] == [499]
+    assert _metric(http, series % 499) == before[499] + 1
+    assert _metric(http, series % 500) == before[500]

@@ -7,10 +7,12 @@ import time
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import redis
 
-from protocol.keys import job_key
+from protocol.keys import WORKERS_SET, job_key, worker_key
+from protocol.workers import WorkerInfo
 from tests.integration.conftest import MODEL
 from tests.integration.stack import Stack, wait_for
 
@@ -200,3 +202,42 @@ def test_past_deadline_expires_and_never_runs(http: httpx.Client, stack: Stack) 
     assert log[0]["error"]["code"] == "deadline_exceeded"
     iso = {**completion("late", 4), "deadline": "2000-01-01T00:00:00Z"}
     assert submit(http, iso)["status"] == "expired"
+
+
+def announced_context(stack: Stack) -> int:
+    """The context the stack's worker announces for the model in its heartbeat."""
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        raw = [client.get(worker_key(w.decode())) for w in client.smembers(WORKERS_SET)]
+    finally:
+        client.close()
+    infos = [msgspec.json.decode(r, type=WorkerInfo) for r in raw if r]
+    return max(m.max_seq_len for w in infos for m in w.models if m.name == MODEL)
+
+
+def test_a_job_over_the_announced_context_is_400_at_submission(
+    http: httpx.Client, stack: Stack
+) -> None:
+    context = announced_context(stack)
+    assert context > 0
+    before = http.get("/v1/jobs", params={"limit": 100}).json()["data"]
+    for job in [
+        completion("hi", context),
+        {
+            "type": "chat",
+            "body": {
+                "model": MODEL,
+                "max_completion_tokens": context + 5,
+                "messages": [{"role": "user", "content": "hi"}],
+            },
+        },
+    ]:
+        response = http.post("/v1/jobs", json=job)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "context_length_exceeded" and error["param"] == "body.max_tokens"
+        assert str(context) in error["message"]
+    assert http.get("/v1/jobs", params={"limit": 100}).json()["data"] == before  # none queued
+    sync = http.post("/v1/completions", json={**completion("hi", context)["body"]})
+    assert sync.status_code == 400 and "x-uml-job-id" not in sync.headers  # refused, not run
+    assert sync.json()["error"]["code"] == "context_length_exceeded"

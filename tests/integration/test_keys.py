@@ -104,3 +104,50 @@ def test_no_process_log_holds_key_material(stack: Stack, clients: list[httpx.Cli
     assert logs  # the processes do log something
     for material in [ADMIN_KEY, key, secret, auth.hash_secret(secret)]:
         assert material not in logs
+
+
+def test_cli_list_shows_each_keys_state(stack: Stack) -> None:
+    """``uml keys list`` on the stack's Redis: active, expired (past ``expires_at``), revoked."""
+    ids = {}
+    for name, extra in [("st-active", ()), ("st-expired", ("--expires", "1s")), ("st-revoked", ())]:
+        made = uml_keys(stack, "create", "--name", name, *extra)
+        assert made.returncode == 0, made.stderr
+        ids[name] = (auth.parse_key(made.stdout.strip()) or ("", ""))[0]
+    assert uml_keys(stack, "revoke", ids["st-revoked"]).returncode == 0
+    client = redis.Redis.from_url(stack.redis_url)
+    record = auth.decode_record(client.get(apikey_key(ids["st-expired"])) or b"")
+    client.close()
+    assert record.expires_at is not None
+    wait_for(lambda: time.time() > record.expires_at + 0.1, 5, "the key's expiry")  # type: ignore[operator]
+    listed = uml_keys(stack, "list")
+    assert listed.returncode == 0, listed.stderr
+    states = {line.split()[-1]: line.split()[2] for line in listed.stdout.splitlines()}
+    assert states["st-active"] == "active"
+    assert states["st-expired"] == "expired"
+    assert states["st-revoked"] == "revoked"
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"UML_ADMIN_KEY": "short"}, "UML_ADMIN_KEY: the admin key must be 24-256 characters"),
+        ({"UML_ADMIN_KEY": "x" * 20 + " y" * 10}, "UML_ADMIN_KEY: the admin key must be printable"),
+        ({"UML_ADMIN_KEY_FILE": "/nonexistent/admin.key"}, "UML_ADMIN_KEY_FILE"),
+    ],
+)
+def test_serve_with_a_bad_admin_key_says_one_sentence_and_exits_2(
+    stack: Stack, env: dict[str, str], says: str
+) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("UML_ADMIN_KEY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "uml.cli", "serve", "--port", "0"],
+        env={**base, "REDIS_URL": stack.redis_url, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"uml serve: {says}"), done.stderr
+    assert "Traceback" not in done.stderr and "short" not in done.stderr

@@ -107,3 +107,22 @@ async def test_oversized_body_is_413(redis_url: str) -> None:
         resp = await client.post(CHAT, json=chat(messages=user(1, "x" * 4000)))
         assert error_of(resp, 413)["code"] == "request_too_large"
 
+
+BAD_UTF8 = [
+    HEAD + b', "x\xff": 1}',  # an unknown field's name
+    HEAD + b', "x": "\xc3\x28"}',  # an unknown field's value
+    HEAD + b', "x": {"y\xfe": [1, "\xed\xa0\x80"]}}',  # deep inside an unknown field
+    HEAD + b', "response_format": {"type": "text", "k\xff": 1}}',  # a free-form field's key
+]
+
+
+@pytest.mark.parametrize("body", BAD_UTF8)
+async def test_invalid_utf8_anywhere_in_the_body_is_400(
+    client: AsyncTestClient[Any], body: bytes
+) -> None:
+    """msgspec skips unknown fields without reading their bytes as text: checked before."""
+    error = error_of(await client.post(CHAT, content=body), 400)
+    assert "UTF-8" in error["message"]
+    job = b'{"type": "chat", "body": ' + body + b', "z\xff": 0}'
+    error = error_of(await client.post("/v1/jobs", content=job), 400)
+    assert "UTF-8" in error["message"]

@@ -80,3 +80,11 @@ def test_derive_fails_open_operations_of_a_gone_worker_and_keeps_finished_ones()
     gone = derive(op("load", "loading"), [])
     assert gone.state == "failed" and "gone" in (gone.error or "")
     assert derive(op("load", "ready"), []).state == "ready"
+
+
+def test_a_device_no_live_worker_has_is_404_and_empty_is_no_preference() -> None:
+    workers = [worker("w1", 90), worker("w2", 10, device="cuda:0")]
+    with pytest.raises(APIError) as info:
+        choose_worker(workers, "a", known=True, device="cuda:7")
+    assert (info.value.status, info.value.info.code) == (404, "device_not_found")
+    assert choose_worker(workers, "a", known=True, device="").id == "w1"
