@@ -48,7 +48,7 @@ from protocol.batches import (
     LineResponse,
     OutputLine,
 )
-from protocol.jobs import queued_record
+from protocol.jobs import MIN_PROMPT_TOKENS, exceeds_context, queued_record
 from protocol.keys import (
     BATCH_RUNNER_LEASE,
     BATCHES_ACTIVE,
@@ -287,22 +287,31 @@ class BatchRunner:
         )
 
     async def _servable(self, batch_id: str, parsed: ParsedFile) -> list[Prepared]:
-        """The prepared lines whose model some worker serves; the others become errors."""
+        """The prepared lines whose model some worker serves and whose ``max_tokens`` fits its
+        announced context (as ``POST /v1/jobs`` checks); the others become errors."""
         missing: dict[str, str] = {}
+        context: dict[str, int] = {}
         for model in sorted({p.spec.model for p in parsed.todo}):
             try:
                 await self.models.require(model)
+                context[model] = await self.models.context(model)
             except APIError as exc:
                 missing[model] = exc.info.message
-        if not missing:
-            return parsed.todo
         keep: list[Prepared] = []
         for p in parsed.todo:
+            max_tokens = p.spec.sampling.max_tokens
             if p.spec.model in missing:
                 message = f"Line {p.line}: {missing[p.spec.model]} (param `body.model`)"
                 parsed.errors.append(
                     error_line(batch_id, p.line, p.custom_id, "model_not_found", message)
                 )
+            elif exceeds_context(MIN_PROMPT_TOKENS, max_tokens, context[p.spec.model]):
+                message = (
+                    f"Line {p.line}: max_tokens ({max_tokens}) exceeds the model's context of "
+                    f"{context[p.spec.model]} tokens (param `body.max_tokens`)"
+                )
+                code = "context_length_exceeded"
+                parsed.errors.append(error_line(batch_id, p.line, p.custom_id, code, message))
             else:
                 keep.append(p)
         return keep

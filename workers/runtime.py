@@ -29,7 +29,7 @@ from protocol.events import (
     expired_unstarted,
     template,
 )
-from protocol.jobs import JobSpec, SamplingParams
+from protocol.jobs import JobSpec, SamplingParams, exceeds_context
 from protocol.keys import (
     EVENT_FIELD,
     IDS_FIELD,
@@ -584,7 +584,7 @@ class Runtime:
             prompt = spec.prompt or ""
         prompt_ids = engine.encode(prompt)
         limit = resident.spec.max_seq_len
-        if len(prompt_ids) + spec.sampling.max_tokens > limit:
+        if exceeds_context(len(prompt_ids), spec.sampling.max_tokens, limit):
             raise ContextTooLong(
                 f"The prompt ({len(prompt_ids)} tokens) plus max_tokens "
                 f"({spec.sampling.max_tokens}) exceeds the model's context of {limit} tokens",

@@ -250,6 +250,7 @@ class Session:
         await self._recheck()
         spec = parse_generate(msg, self.res)
         await self.res.models.require(spec.model)
+        await jobs.check_context(self.res.models, spec, param="body.max_tokens")
         await self._admit(metered=True)
         slot = await self.res.limiter.open_stream(self.policy)
         try:

@@ -78,6 +78,7 @@ def test_openai_sdk_batch_round_trip(sdk: openai.OpenAI, http: httpx.Client) -> 
     lines.append(
         {**chat_line("no-model", "x"), "body": {**chat_line("n", "x")["body"], "model": "nope"}}
     )
+    lines.append(chat_line("too-long", "x", max_tokens=4000))  # past the worker's 2048
     uploaded = sdk.files.create(file=("in.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
     assert uploaded.purpose == "batch" and uploaded.bytes == len(jsonl(lines))
     assert sdk.files.retrieve(uploaded.id).filename == "in.jsonl"
@@ -93,8 +94,8 @@ def test_openai_sdk_batch_round_trip(sdk: openai.OpenAI, http: httpx.Client) -> 
     done = wait_final(sdk, batch.id)
     assert done.status == "completed", done
     assert done.request_counts is not None
-    assert (done.request_counts.total, done.request_counts.completed) == (10, 6)
-    assert done.request_counts.failed == 4
+    assert (done.request_counts.total, done.request_counts.completed) == (11, 6)
+    assert done.request_counts.failed == 5
     assert done.completed_at and done.in_progress_at and done.finalizing_at
     assert done.usage is not None and done.usage.output_tokens > 0
 
@@ -113,8 +114,9 @@ def test_openai_sdk_batch_round_trip(sdk: openai.OpenAI, http: httpx.Client) -> 
     assert text == sync["choices"][0]["message"]["content"]
 
     errors = {e["custom_id"]: e for e in parse_jsonl(sdk.files.content(done.error_file_id).content)}
-    assert set(errors) == {"bad-temp", "wrong-url", "req-0", "no-model"}
+    assert set(errors) == {"bad-temp", "wrong-url", "req-0", "no-model", "too-long"}
     assert errors["no-model"]["error"]["code"] == "model_not_found"
+    assert errors["too-long"]["error"]["code"] == "context_length_exceeded"
     assert errors["req-0"]["error"]["code"] == "duplicate_custom_id"
     assert "Line 7" in errors["bad-temp"]["error"]["message"]
     assert errors["bad-temp"]["response"] is None

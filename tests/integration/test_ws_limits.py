@@ -179,3 +179,13 @@ async def test_handshakes_and_socket_jobs_are_audited(api_url: str, http: httpx.
     assert job["socket"] == shake["request_id"] and job["completion_tokens"] >= 1
     everyone = http.get("/admin/audit", params={"limit": 200}, headers=AUTH).json()["data"]
     assert any(r["path"] == "/ws" and r["status"] == 401 for r in everyone)
+
+
+async def test_generate_past_the_announced_context_is_refused(api_url: str) -> None:
+    async with connect(_url(api_url), additional_headers=AUTH) as sock:
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 4000}  # the worker holds 2048
+        await sock.send(json.dumps({"type": "generate", "body": body, "ref": "long"}))
+        reply = await _frame(sock)
+    assert reply["type"] == "error" and reply["status"] == 400 and reply["ref"] == "long"
+    error = reply["error"]
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "body.max_tokens")
