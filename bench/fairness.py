@@ -48,13 +48,11 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.enqueue import queue_list  # noqa: E402
+from bench.http1 import cancel_all, head, list_messages, read_response  # noqa: E402
 from bench.sse_client import _body  # noqa: E402
 from protocol.keys import (  # noqa: E402
-    CELERY_PRIORITY_STEPS,
     WORKERS_SET,
     job_key,
-    queue_name,
     worker_key,
 )
 from protocol.queued import live_key  # noqa: E402
@@ -66,6 +64,7 @@ from uml.redis_server import start_redis  # noqa: E402
 from workers.tiny import make_tiny  # noqa: E402
 
 MODEL = "tiny"
+HOST = "127.0.0.1"
 HERE = Path(__file__).resolve().parents[1]
 
 
@@ -99,24 +98,6 @@ class TreeReport:
 # ---- a lean HTTP client (see bench/sse_client.py: httpx costs ~4 ms of CPU a request) ------
 
 
-def _head(method: str, path: str, port: int, key: str, body: bytes, close: bool) -> bytes:
-    conn = "close" if close else "keep-alive"
-    return (
-        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nAuthorization: Bearer {key}\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: {conn}\r\n\r\n"
-    ).encode() + body
-
-
-async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    status = int((await reader.readline()).split()[1])
-    headers = {}
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
 def completion(prompt: str, max_tokens: int, seed: int, stream: bool = True) -> bytes:
     body = {
         "model": MODEL,
@@ -140,10 +121,10 @@ class Stream:
 
 
 async def stream(port: int, key: str, body: bytes, out: Stream) -> Stream:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection(HOST, port)
     try:
-        writer.write(_head("POST", "/v1/completions", port, key, body, close=True))
-        status, headers = await _response(reader)
+        writer.write(head("POST", "/v1/completions", HOST, port, body, True, key))
+        status, headers = await read_response(reader)
         if status != 200:
             raise RuntimeError(f"streaming request answered {status}")
         out.job_id = headers.get("x-uml-job-id", "")
@@ -159,10 +140,10 @@ async def stream(port: int, key: str, body: bytes, out: Stream) -> Stream:
 
 async def status_of(port: int, key: str, method: str, path: str, body: bytes) -> int:
     """The status of one request (a streaming answer is closed at its headers)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection(HOST, port)
     try:
-        writer.write(_head(method, path, port, key, body, close=True))
-        status, _ = await _response(reader)
+        writer.write(head(method, path, HOST, port, body, True, key))
+        status, _ = await read_response(reader)
         return status
     finally:
         writer.close()
@@ -176,7 +157,7 @@ async def submit_until_refused(
     refused: list[int] = []
 
     async def one_connection(n: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection(HOST, port)
         try:
             i = n
             while not refused and len(ids) < limit:
@@ -186,8 +167,8 @@ async def submit_until_refused(
                     "priority": "batch",
                 }
                 payload = json.dumps(body).encode()
-                writer.write(_head("POST", "/v1/jobs", port, key, payload, close=False))
-                status, headers = await _response(reader)
+                writer.write(head("POST", "/v1/jobs", HOST, port, payload, False, key))
+                status, headers = await read_response(reader)
                 answer = await reader.readexactly(int(headers["content-length"]))
                 if status != 202:
                     refused.append(status)
@@ -199,31 +180,6 @@ async def submit_until_refused(
 
     await asyncio.gather(*(one_connection(n) for n in range(connections)))
     return ids, refused[0] if refused else 0
-
-
-async def cancel_all(port: int, key: str, ids: list[str], connections: int) -> None:
-    todo = iter(ids)
-
-    async def one_connection() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for job_id in todo:
-                writer.write(_head("POST", f"/v1/jobs/{job_id}/cancel", port, key, b"", False))
-                _, headers = await _response(reader)
-                await reader.readexactly(int(headers["content-length"]))
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(one_connection() for _ in range(connections)))
-
-
-# ---- what the stack holds ------------------------------------------------------------------
-
-
-def messages(client: redis.Redis) -> int:
-    """Messages in the model's Celery lists (live or cancelled; prefetched ones not)."""
-    lists = {queue_list(queue_name(MODEL), p) for p in CELERY_PRIORITY_STEPS}
-    return sum(int(client.llen(name)) for name in lists)
 
 
 def statuses(client: redis.Redis, ids: list[str]) -> list[bytes | None]:
@@ -263,7 +219,9 @@ class Sampler:
 
     def count(self) -> int:
         live = live_key(Priority.BATCH, MODEL)
-        return int(self.client.zcard(live)) if self.client.exists(live) else messages(self.client)
+        if self.client.exists(live):
+            return int(self.client.zcard(live))
+        return list_messages(self.client, MODEL)
 
     def _run(self) -> None:
         while not self._stop.wait(0.002):
@@ -352,7 +310,7 @@ async def queue_scenario(
         )
         await asyncio.sleep(1.0)  # keep sampling while the worker cycles the backlog
         q.max_queued = sampler.most
-        await cancel_all(port, hog, ids, 8)
+        await cancel_all(HOST, port, ids, 8, hog)
     q.room_after_cancel = await readmission(whole_share_port, keys, args)
     return q
 
@@ -385,9 +343,9 @@ async def readmission(port: int, keys: list[str], args: argparse.Namespace) -> i
     try:
         await asyncio.sleep(2.0)  # the load fills the worker
         got, _ = await submit_until_refused(port, hog, 8, 10 * args.bound)
-        await cancel_all(port, hog, got, 8)
+        await cancel_all(HOST, port, got, 8, hog)
         again, _ = await submit_until_refused(port, hog, 8, 10 * args.bound)
-        await cancel_all(port, hog, again, 8)
+        await cancel_all(HOST, port, again, 8, hog)
         return len(again)
     finally:
         stop.set()

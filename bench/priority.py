@@ -29,10 +29,9 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.enqueue import queue_list  # noqa: E402
+from bench.http1 import cancel_all, head, list_messages, read_response  # noqa: E402
 from bench.sse_client import _body  # noqa: E402
-from protocol.keys import CELERY_PRIORITY_STEPS, job_key, queue_name  # noqa: E402
-from tests.auth import ADMIN_KEY  # noqa: E402
+from protocol.keys import job_key  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 from uml.redis_server import start_redis  # noqa: E402
 from workers.tiny import make_tiny  # noqa: E402
@@ -60,25 +59,6 @@ class Phase:
         return data[min(len(data) - 1, int(round(q * (len(data) - 1))))] * 1000
 
 
-def _head(method: str, path: str, host: str, port: int, body: bytes, close: bool) -> bytes:
-    conn = "close" if close else "keep-alive"
-    return (
-        f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {ADMIN_KEY}\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: {conn}\r\n\r\n"
-    ).encode() + body
-
-
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    """The status and headers of one response (the body is left to the caller)."""
-    status = int((await reader.readline()).split()[1])
-    headers = {}
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return status, headers
-
-
 async def interactive(host: str, port: int, seed: int, max_tokens: int) -> Sample:
     """One streaming completion, read to its end; TTFT is time to the first text."""
     body = json.dumps(
@@ -95,8 +75,8 @@ async def interactive(host: str, port: int, seed: int, max_tokens: int) -> Sampl
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(_head("POST", "/v1/completions", host, port, body, close=True))
-        status, headers = await _read_response(reader)
+        writer.write(head("POST", "/v1/completions", host, port, body, close=True))
+        status, headers = await read_response(reader)
         if status != 200:
             raise RuntimeError(f"interactive request answered {status}")
         chunked = "chunked" in headers.get("transfer-encoding", "")
@@ -132,9 +112,9 @@ async def submit_batch(
                     "priority": "batch",
                 }
                 writer.write(
-                    _head("POST", "/v1/jobs", host, port, json.dumps(body).encode(), False)
+                    head("POST", "/v1/jobs", host, port, json.dumps(body).encode(), False)
                 )
-                status, headers = await _read_response(reader)
+                status, headers = await read_response(reader)
                 payload = await reader.readexactly(int(headers["content-length"]))
                 if status != 202:
                     raise RuntimeError(f"POST /v1/jobs answered {status}: {payload[:200]!r}")
@@ -144,28 +124,6 @@ async def submit_batch(
 
     await asyncio.gather(*(one_connection() for _ in range(connections)))
     return ids
-
-
-async def cancel_all(host: str, port: int, ids: list[str], connections: int) -> None:
-    todo = iter(ids)
-
-    async def one_connection() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            for job_id in todo:
-                writer.write(_head("POST", f"/v1/jobs/{job_id}/cancel", host, port, b"", False))
-                _, headers = await _read_response(reader)
-                await reader.readexactly(int(headers["content-length"]))
-        finally:
-            writer.close()
-
-    await asyncio.gather(*(one_connection() for _ in range(connections)))
-
-
-def queued(client: redis.Redis) -> int:
-    """Messages waiting in the model's Celery lists (prefetched ones are not counted)."""
-    lists = {queue_list(queue_name(MODEL), p) for p in CELERY_PRIORITY_STEPS}
-    return sum(int(client.llen(name)) for name in lists)
 
 
 def running(client: redis.Redis, ids: list[str]) -> int:
@@ -183,14 +141,14 @@ async def phase(
     client: redis.Redis,
     batch_ids: list[str],
 ) -> tuple[Phase, list[int]]:
-    result, busy = Phase(queued_before=queued(client)), []
+    result, busy = Phase(queued_before=list_messages(client, MODEL)), []
     for i in range(samples):
         if batch_ids:
             busy.append(running(client, batch_ids))
         result.samples.append(
             await interactive(host, port, 10_000 + i, max_tokens[i % len(max_tokens)])
         )
-    result.queued_after = queued(client)
+    result.queued_after = list_messages(client, MODEL)
     return result, busy
 
 
