@@ -7,7 +7,7 @@ install:
 	python3 -m venv .venv && .venv/bin/pip install torch==2.13.0 -e '.[worker,dev]'
 
 lint:
-	.venv/bin/ruff check .
+	.venv/bin/ruff check . && .venv/bin/lint-imports
 
 typecheck:
 	.venv/bin/mypy
