@@ -16,35 +16,19 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import msgspec
 import redis
 
-from protocol.events import (
-    FINALIZE_LUA,
-    TokenEvent,
-    decode_event,
-    expired_unstarted,
-    template,
-)
+from protocol.events import TokenEvent, decode_event
 from protocol.jobs import JobSpec, SamplingParams, exceeds_context
-from protocol.keys import (
-    EVENT_FIELD,
-    IDS_FIELD,
-    LEASES,
-    QUEUED,
-    WORKERS_SET,
-    entry_id,
-    events_key,
-    job_key,
-    worker_key,
-)
+from protocol.keys import EVENT_FIELD, IDS_FIELD, WORKERS_SET, entry_id, events_key, worker_key
 from protocol.models import ModelEntry
 from protocol.settings import Settings
 from protocol.states import JobStatus
 from protocol.workers import WorkerInfo
+from workers.claim import Claim, Claimer, retrying
 from workers.detok import CONTEXT_IDS, IncrementalDetokenizer
 from workers.fairness import Finder, KeyShares, Verdict, reserve_slots
 from workers.jobstate import ActiveJob
@@ -55,50 +39,6 @@ from workers.sink import JobWrite, RedisSink
 from workers.stops import StopMatcher
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-# Claim a job atomically: only a queued job (not cancelled, deadline not passed) becomes
-# running, once. A job past its deadline is expired here, with its final event.
-# KEYS: job, events, leases, queued index. ARGV: worker id, now, expired event template, retention,
-# lease ms, job id. The claimed message moves from ``msg`` to ``task`` (the reaper re-sends
-# it if this worker dies) and the job's lease starts (Redis time). Whatever the outcome the
-# job is no longer queued: it leaves the live queued count (protocol.queued).
-# Returns {outcome, attempt, last_seq, spec}.
-_CLAIM = (
-    FINALIZE_LUA
-    + """
-local job = KEYS[1]
-redis.call('ZREM', KEYS[4], ARGV[6])
-unmark_queued(job)
-local status = redis.call('HGET', job, 'status')
-if not status then return {'missing', 0, 0, false} end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local seq = 0
-if last[1] then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
-if status ~= 'queued' then return {'skip:' .. status, 0, seq, false} end
-if redis.call('HGET', job, 'cancel') == '1' then
-  redis.call('HSET', job, 'status', 'cancelled', 'finished_at', ARGV[2])
-  redis.call('HDEL', job, 'msg')
-  return {'cancelled', 0, seq, false}
-end
-local deadline = redis.call('HGET', job, 'deadline')
-if deadline and tonumber(deadline) <= tonumber(ARGV[2]) then
-  seq = finalize(job, KEYS[2], 'expired', ARGV[2], ARGV[3], tonumber(ARGV[4]))
-  return {'expired', 0, seq, false}
-end
-local attempt = redis.call('HINCRBY', job, 'attempt', 1)
-redis.call('HSET', job, 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
-local msg = redis.call('HGET', job, 'msg')
-if msg then redis.call('HSET', job, 'task', msg) end
-redis.call('HDEL', job, 'msg')
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[5]), ARGV[6])
-return {'claimed', attempt, seq, redis.call('HGET', job, 'spec'), redis.call('HGET', job, 'meter')}
-"""
-)
-
 
 _NO_SAMPLING = SamplingParams(max_tokens=1)
 
@@ -152,12 +92,10 @@ class Runtime:
         self.sink = RedisSink(self.redis, settings.redis.retention_s)
         self._models: dict[str, Resident] = {}
         self._lock = threading.Lock()
-        self._claim = self.redis.register_script(_CLAIM)
         self._requeuer = Requeuer(self.redis)
-        worker = settings.worker
-        self.reaper = Reaper(
-            self.redis, worker.lease_s, worker.max_attempts, settings.redis.retention_s
-        )
+        worker, retention_s = settings.worker, settings.redis.retention_s
+        self.claimer = Claimer(self.redis, self.worker_id, worker.lease_s, retention_s)
+        self.reaper = Reaper(self.redis, worker.lease_s, worker.max_attempts, retention_s)
         self._slot_freed = threading.Condition(self._lock)
         reserve = settings.worker.interactive_slots
         if reserve < 0:
@@ -170,7 +108,6 @@ class Runtime:
         self._finder = Finder(self.redis)
         self._running: set[str] = set()
         """Ids of the jobs this worker has claimed and not finished: their leases renew."""
-        self._expired = template(expired_unstarted())
         self._cpu_ready = False
         self._stop = threading.Event()
         self._shutdown = threading.Event()
@@ -488,7 +425,7 @@ class Runtime:
         return resident, found[0], found[1]
 
     def _run_on(self, resident: Resident, job_id: str, interactive: bool = True) -> str:
-        claim = retrying(lambda: self._claim_job(job_id))
+        claim = retrying(lambda: self.claimer.claim(job_id))
         if claim.outcome != "claimed":
             log.info("job %s not run: %s", job_id, claim.outcome, extra={"job_id": job_id})
             if claim.outcome == "cancelled":
@@ -554,22 +491,6 @@ class Runtime:
             state.tokens,
             extra={"job_id": job.job_id},
         )
-
-    def _claim_job(self, job_id: str) -> Claim:
-        lease_ms = int(self.settings.worker.lease_s * 1000)
-        args = [
-            self.worker_id,
-            time.time(),
-            self._expired,
-            self.settings.redis.retention_s,
-            lease_ms,
-            job_id,
-        ]
-        keys = [job_key(job_id), events_key(job_id), LEASES, QUEUED]
-        result: list[Any] = self._claim(keys=keys, args=args)
-        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
-        meter = result[4].decode() if len(result) > 4 and result[4] else None
-        return Claim(outcome, int(result[1]), int(result[2]), result[3] or None, meter)
 
     def _prepare(self, resident: Resident, job_id: str, spec: JobSpec, attempt: int) -> ActiveJob:
         """Render and tokenize the prompt (in the task thread, off the scheduler's path)."""
@@ -651,40 +572,6 @@ LANE_WAIT_S = 0.02
 message back. It bounds how often a saturated worker cycles batch messages (each spare
 task thread at most 50 times a second) and how long an interactive message can wait for
 a thread (bench/priority.py: 0.1 s gave 3.1x idle TTFT under a backlog, 0.02 s 2.6x)."""
-
-CLAIM_RETRY_S = 600.0
-"""How long a task waits out a Redis outage before its claim gives up."""
-
-
-def retrying(call: Callable[[], T], give_up_s: float = CLAIM_RETRY_S) -> T:
-    """``call()``, retried with capped backoff while Redis is unreachable.
-
-    A task whose claim (or give-back) failed on a Redis outage would be acked by Celery with
-    its job still ``queued`` and no message left anywhere: the job would never run. Waiting
-    the outage out (the consumer reconnects meanwhile) keeps it.
-    """
-    deadline = time.monotonic() + give_up_s
-    delay = 0.05
-    while True:
-        try:
-            return call()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("redis unavailable (%s); retrying the claim in %.2fs", exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-class Claim(NamedTuple):
-    """A claim's answer: ``claimed`` (or why not), the attempt, the log's last seq, the
-    job's spec and the token window its tokens are charged to."""
-
-    outcome: str
-    attempt: int
-    last_seq: int
-    spec: bytes | None
-    meter: str | None
 
 
 class ResumeState(NamedTuple):
