@@ -22,7 +22,7 @@ prefetched, or dropped it on a broker disconnect without giving it back: kombu w
 redeliver it after the visibility timeout, days later).
 
 The next claim increments ``attempt`` and resumes from the event log (see
-:meth:`workers.runtime.Runtime.resume_state`); writes of an older attempt are fenced off
+:func:`workers.prepare.resume_state`); writes of an older attempt are fenced off
 by the sink, so a worker that was only stalled cannot interleave with the new attempt.
 """
 

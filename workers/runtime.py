@@ -16,41 +16,27 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 import redis
 
-from protocol.events import TokenEvent, decode_event
-from protocol.jobs import JobSpec, SamplingParams, exceeds_context
-from protocol.keys import EVENT_FIELD, IDS_FIELD, WORKERS_SET, entry_id, events_key, worker_key
+from protocol.jobs import JobSpec
+from protocol.keys import WORKERS_SET, worker_key
 from protocol.models import ModelEntry
 from protocol.settings import Settings
 from protocol.states import JobStatus
 from protocol.workers import WorkerInfo
 from workers.claim import Claim, Claimer, retrying
-from workers.detok import CONTEXT_IDS, IncrementalDetokenizer
 from workers.fairness import Finder, KeyShares, Verdict, reserve_slots
 from workers.jobstate import ActiveJob
+from workers.prepare import ContextTooLong, prepare_job, resume_job, resume_state, unstarted_job
 from workers.reaper import Reaper
 from workers.requeue import LANE_FULL, Requeuer
 from workers.resident import ModelSpec, Resident, device_memory
 from workers.sink import JobWrite, RedisSink
-from workers.stops import StopMatcher
 
 log = logging.getLogger(__name__)
-
-_NO_SAMPLING = SamplingParams(max_tokens=1)
-
-
-class ContextTooLong(ValueError):
-    """The prompt plus max_tokens does not fit the model's context (OpenAI's error code)."""
-
-    code = "context_length_exceeded"
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 class ModelBusy(RuntimeError):
@@ -442,11 +428,7 @@ class Runtime:
     def _run_claimed(self, resident: Resident, job_id: str, claim: Claim, interactive: bool) -> str:
         attempt, last_seq = claim.attempt, claim.last_seq
         try:
-            spec = msgspec.json.decode(claim.spec or b"null", type=JobSpec)
-            job = self._prepare(resident, job_id, spec, attempt)
-            job.interactive, job.meter = interactive, claim.meter
-            if attempt > 1 and last_seq:
-                self._resume(resident, job, last_seq)
+            job = self._prepare(resident, job_id, claim, interactive)
         except ContextTooLong as exc:
             self._fail_unstarted(job_id, attempt, last_seq, str(exc), exc.param, exc.code)
             return JobStatus.FAILED.value
@@ -460,74 +442,20 @@ class Runtime:
             return self.reaper.hand_back(job_id, attempt)
         return (job.final_status or JobStatus.FAILED).value
 
-    def _resume(self, resident: Resident, job: ActiveJob, last_seq: int) -> None:
-        """Continue an earlier attempt: its emitted tokens are the forced prefix of this one.
-
-        The log up to ``last_seq`` holds what subscribers have; the new attempt numbers its
-        events after it and feeds those token ids back to the engine, which also skips the
-        sampler draws they took, so a greedy or seeded job goes on exactly as the first
-        attempt would have: no gap, no duplicate, the same text. A log without ids (written
-        before they were logged) falls back to re-encoding its text.
-        """
-        state = resume_state(self.redis, job.job_id, last_seq)
-        if not state.tokens:
-            return
-        engine = resident.engine
-        ids = state.ids
-        if ids is None:
-            ids = engine.encode(state.text)
-            bos = engine.encode("")
-            if bos and ids[: len(bos)] == bos:
-                ids = ids[len(bos) :]
-        job.forced_ids = ids
-        job.detok = IncrementalDetokenizer(engine.decode, context=ids[-CONTEXT_IDS:])
-        job.text_parts.append(state.text)
-        job.tokens = state.tokens
-        job.first_token_at = time.time()  # keeps the first attempt's first_token_at
-        log.info(
-            "job %s: attempt %d resumes after %d tokens",
-            job.job_id,
-            job.attempt,
-            state.tokens,
-            extra={"job_id": job.job_id},
-        )
-
-    def _prepare(self, resident: Resident, job_id: str, spec: JobSpec, attempt: int) -> ActiveJob:
-        """Render and tokenize the prompt (in the task thread, off the scheduler's path)."""
-        engine = resident.engine
-        if spec.kind == "chat":
-            messages = [
-                {"role": m.role, "content": m.content if isinstance(m.content, str) else ""}
-                for m in spec.messages or []
-            ]
-            prompt = engine.render_chat(messages)
-        else:
-            prompt = spec.prompt or ""
-        prompt_ids = engine.encode(prompt)
-        limit = resident.spec.max_seq_len
-        if exceeds_context(len(prompt_ids), spec.sampling.max_tokens, limit):
-            raise ContextTooLong(
-                f"The prompt ({len(prompt_ids)} tokens) plus max_tokens "
-                f"({spec.sampling.max_tokens}) exceeds the model's context of {limit} tokens",
-                param="messages" if spec.kind == "chat" else "prompt",
-            )
-        # A completion continues its prompt, so its first token decodes as it would mid-text
-        # (SentencePiece's leading space kept); a chat reply starts clean.
-        context = prompt_ids[-CONTEXT_IDS:] if spec.kind == "completion" else []
-        job = ActiveJob(
-            job_id=job_id,
-            spec=spec,
-            prompt_ids=prompt_ids,
-            attempt=attempt,
-            worker_id=self.worker_id,
-            detok=IncrementalDetokenizer(engine.decode, context=context),
-            stops=StopMatcher(spec.sampling.stop),
-        )
-        job.fields["prompt_tokens"] = len(prompt_ids)  # written with the first events
+    def _prepare(
+        self, resident: Resident, job_id: str, claim: Claim, interactive: bool
+    ) -> ActiveJob:
+        """The claimed job, tokenized (:mod:`workers.prepare`); a later attempt resumes."""
+        spec = msgspec.json.decode(claim.spec or b"null", type=JobSpec)
+        engine, limit = resident.engine, resident.spec.max_seq_len
+        job = prepare_job(engine, limit, job_id, spec, claim.attempt, self.worker_id)
+        job.interactive, job.meter = interactive, claim.meter
+        if claim.attempt > 1 and claim.last_seq:
+            resume_job(engine, job, resume_state(self.redis, job_id, claim.last_seq))
         return job
 
     def _record_unstarted_cancel(self, job_id: str, last_seq: int) -> None:
-        job = self._bare_job(job_id, 0, last_seq)
+        job = unstarted_job(job_id, self.worker_id, 0, last_seq)
         job.finish("cancelled", JobStatus.CANCELLED)
         self._write_final(job)
 
@@ -540,31 +468,13 @@ class Runtime:
         param: str | None = None,
         code: str | None = None,
     ) -> None:
-        job = self._bare_job(job_id, attempt, last_seq)
+        job = unstarted_job(job_id, self.worker_id, attempt, last_seq)
         job.fail(message, error_type="invalid_request_error", param=param, code=code)
         self._write_final(job)
-
-    def _bare_job(self, job_id: str, attempt: int, last_seq: int) -> ActiveJob:
-        spec = JobSpec(kind="completion", model="", sampling=_NO_SAMPLING)
-        job = ActiveJob(
-            job_id=job_id,
-            spec=spec,
-            prompt_ids=[],
-            attempt=attempt,
-            worker_id=self.worker_id,
-            detok=IncrementalDetokenizer(_no_text),
-            stops=StopMatcher(()),
-        )
-        job.seq = last_seq
-        return job
 
     def _write_final(self, job: ActiveJob) -> None:
         events, fields, ids = job.take_writes()
         self.sink.flush([JobWrite(job.job_id, events, fields, True, job.attempt, ids)], [])
-
-
-def _no_text(ids: Any) -> str:
-    return ""
 
 
 LANE_WAIT_S = 0.02
@@ -572,37 +482,6 @@ LANE_WAIT_S = 0.02
 message back. It bounds how often a saturated worker cycles batch messages (each spare
 task thread at most 50 times a second) and how long an interactive message can wait for
 a thread (bench/priority.py: 0.1 s gave 3.1x idle TTFT under a backlog, 0.02 s 2.6x)."""
-
-
-class ResumeState(NamedTuple):
-    """What a job's log holds up to a seq: the text, its token count and, when every token
-    entry carries them (workers since the ``ids`` field), the token ids themselves."""
-
-    text: str
-    tokens: int
-    ids: list[int] | None
-
-
-def resume_state(client: redis.Redis, job_id: str, last_seq: int) -> ResumeState:
-    """The text, token count and token ids the job's log holds up to ``last_seq``."""
-    parts: list[str] = []
-    tokens = 0
-    ids: list[int] | None = []
-    event_field, ids_field = EVENT_FIELD.encode(), IDS_FIELD.encode()
-    for _, fields in client.xrange(events_key(job_id), "-", entry_id(last_seq)):
-        event = decode_event(fields[event_field])
-        if not isinstance(event, TokenEvent):
-            continue
-        parts.append(event.text)
-        tokens += event.tokens
-        logged = fields.get(ids_field)
-        if ids is None or logged is None:
-            ids = None
-        else:
-            ids += [int(i) for i in logged.split(b",")]
-    if ids is not None and len(ids) != tokens:
-        ids = None
-    return ResumeState("".join(parts), tokens, ids)
 
 
 def limit_cpu_threads(wanted: int) -> None:
