@@ -28,8 +28,9 @@ from protocol.settings import Settings
 from protocol.states import JobStatus
 from protocol.workers import WorkerInfo
 from workers.claim import Claim, Claimer, retrying
-from workers.fairness import Finder, KeyShares, Verdict, reserve_slots
+from workers.fairness import Finder
 from workers.jobstate import ActiveJob
+from workers.lane import FindJob, Lane, LanePolicy
 from workers.prepare import ContextTooLong, prepare_job, resume_job, resume_state, unstarted_job
 from workers.reaper import Reaper
 from workers.requeue import LANE_FULL, Requeuer
@@ -82,15 +83,8 @@ class Runtime:
         worker, retention_s = settings.worker, settings.redis.retention_s
         self.claimer = Claimer(self.redis, self.worker_id, worker.lease_s, retention_s)
         self.reaper = Reaper(self.redis, worker.lease_s, worker.max_attempts, retention_s)
-        self._slot_freed = threading.Condition(self._lock)
-        reserve = settings.worker.interactive_slots
-        if reserve < 0:
-            reserve = max(1, slots // 4)
-        self.batch_slots = max(1, slots - reserve)
-        """Slots of one model batch-priority jobs may hold at once (the rest: the lane)."""
-        self.key_reserve = reserve_slots(slots, settings.worker.key_reserve_slots)
-        """Slots of one model kept for keys with no job running on it here."""
-        self.shares = KeyShares()
+        policy = LanePolicy.of(slots, worker)
+        self.lane: Lane[Resident] = Lane(policy, self._lock, self._models)
         self._finder = Finder(self.redis)
         self._running: set[str] = set()
         """Ids of the jobs this worker has claimed and not finished: their leases renew."""
@@ -305,17 +299,18 @@ class Runtime:
 
         A job whose model this worker does not hold (it was unloaded after the message was
         fetched) goes back to the head of its queue, unclaimed: ``requeued``. So does a job
-        that finds no slot it may take for :data:`LANE_WAIT_S` (see :meth:`_take_slot`),
-        and one whose key holds its share of the slots while another key waits: the task
-        runs that key's job instead (:mod:`workers.fairness`).
+        that finds no slot it may take for :data:`~workers.lane.LANE_WAIT_S` (the interactive
+        lane and the key reserve, :mod:`workers.lane`), and one whose key holds its share
+        of the slots while another key waits: the task runs that key's job instead.
         """
         name, owner, waiting = retrying(lambda: self._finder.meta(job_id, model, interactive))
-        stolen = self._take_for_another(name, interactive, owner, waiting)
+        find = self._find_for(name, interactive)
+        stolen = self.lane.take_for_another(name, interactive, owner, waiting, find)
         if stolen is not None:
             held, other, other_owner = stolen
             retrying(lambda: self._requeuer.give_back(job_id, name, LANE_FULL))
             return self._run_held(name, held, other, other_owner, interactive)
-        resident = self._take_slot(name, interactive, owner, waiting)
+        resident = self.lane.take(name, interactive, owner, waiting)
         if resident is None:
             why = LANE_FULL if name in self._models else "model not held here"
             return retrying(lambda: self._requeuer.give_back(job_id, name, why))
@@ -327,88 +322,15 @@ class Runtime:
         try:
             return self._run_on(resident, job_id, interactive)
         finally:
-            with self._slot_freed:
-                resident.inflight -= 1
-                if not interactive:
-                    resident.batch_inflight -= 1
-                self.shares.release(name, owner)
-                self._slot_freed.notify_all()
+            self.lane.release(name, resident, interactive, owner)
 
-    def _verdict(
-        self,
-        name: str,
-        resident: Resident,
-        interactive: bool,
-        owner: str,
-        waiting: frozenset[str],
-    ) -> Verdict:
-        """Under the lock: what a task of ``owner`` may do on model ``name`` now."""
-        if not interactive and resident.batch_inflight >= self.batch_slots:
-            return Verdict(False)  # the interactive lane
-        free = self.slots - resident.inflight
-        return self.shares.verdict(name, owner, self.slots, self.key_reserve, free, waiting)
+    def _find_for(self, name: str, interactive: bool) -> FindJob:
+        """How the lane looks for a waiting key's job of ``name`` (through an outage)."""
 
-    def _hold(self, name: str, resident: Resident, interactive: bool, owner: str) -> None:
-        resident.inflight += 1
-        if not interactive:
-            resident.batch_inflight += 1
-        self.shares.hold(name, owner)
+        def find(held: dict[str, int], below: int) -> tuple[str, str] | None:
+            return retrying(lambda: self._finder.find(name, interactive, held, below))
 
-    def _take_slot(
-        self,
-        name: str,
-        interactive: bool,
-        owner: str = "",
-        waiting: frozenset[str] = frozenset(),
-    ) -> Resident | None:
-        """The interactive lane: batch jobs may hold at most ``slots - interactive_slots``
-        of a model's slots, so the task threads kept free take interactive messages (kombu
-        pops the interactive list first) the moment they arrive. The key reserve
-        (:mod:`workers.fairness`) keeps the last ``key_reserve_slots`` for keys with
-        nothing running on the model here, while other keys have work for it (``waiting``:
-        the keys with jobs queued for it).
-
-        A task that may not take a slot waits briefly for one, then gives its message back
-        to the head of its queue, freeing the thread: Celery cannot choose by priority or
-        key which message a free thread fetches, so the worker lets go of the wrong ones.
-        """
-        deadline = time.monotonic() + LANE_WAIT_S
-        with self._slot_freed:
-            while True:
-                resident = self._models.get(name)
-                if resident is None or resident.state == "loading":
-                    return None
-                if self._verdict(name, resident, interactive, owner, waiting).take:
-                    self._hold(name, resident, interactive, owner)
-                    return resident
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._slot_freed.wait(left)
-
-    def _take_for_another(
-        self, name: str, interactive: bool, owner: str, waiting: frozenset[str]
-    ) -> tuple[Resident, str, str] | None:
-        """When ``owner`` holds its share and a key holding less has a job queued: a slot
-        taken for that job, its id and its key (else ``None``)."""
-        with self._lock:
-            resident = self._models.get(name)
-            if resident is None or resident.state != "ready":
-                return None
-            below = self._verdict(name, resident, interactive, owner, waiting).prefer_below
-            held = dict(self.shares.held(name))
-        if below is None:
-            return None
-        found = retrying(lambda: self._finder.find(name, interactive, held, below))
-        if found is None:
-            return None
-        with self._lock:
-            if self._models.get(name) is not resident:
-                return None
-            if not self._verdict(name, resident, interactive, found[1], waiting).take:
-                return None  # the slots changed meanwhile
-            self._hold(name, resident, interactive, found[1])
-        return resident, found[0], found[1]
+        return find
 
     def _run_on(self, resident: Resident, job_id: str, interactive: bool = True) -> str:
         claim = retrying(lambda: self.claimer.claim(job_id))
@@ -475,13 +397,6 @@ class Runtime:
     def _write_final(self, job: ActiveJob) -> None:
         events, fields, ids = job.take_writes()
         self.sink.flush([JobWrite(job.job_id, events, fields, True, job.attempt, ids)], [])
-
-
-LANE_WAIT_S = 0.02
-"""How long a batch task over its model's batch share waits for a slot before it gives its
-message back. It bounds how often a saturated worker cycles batch messages (each spare
-task thread at most 50 times a second) and how long an interactive message can wait for
-a thread (bench/priority.py: 0.1 s gave 3.1x idle TTFT under a backlog, 0.02 s 2.6x)."""
 
 
 def limit_cpu_threads(wanted: int) -> None:
