@@ -1,9 +1,15 @@
-"""The worker process's resident state: the models it holds, heartbeats, running jobs.
+"""The worker process's runtime: the models it holds, its lifecycle, and each task's job.
 
 ``uml worker`` builds a :class:`Runtime`, loads the model it was started with (if any),
 installs it, then starts the Celery consumer; each ``uml.generate`` task thread calls
 :meth:`Runtime.run_job` with the model its queue names. Loads and unloads on command run
-in :mod:`workers.control`'s loader thread, never in the consumer loop.
+in :mod:`workers.control`'s loader thread, never in the consumer loop. A job's way through
+:meth:`Runtime.run_job` crosses the other modules of a task's path:
+
+    slot (workers.lane) ─► claim (workers.claim) ─► prepare (workers.prepare)
+        ─► the model's scheduler thread (workers.resident) ─► final status
+
+while :mod:`workers.heartbeat` announces the worker and renews the leases of its jobs.
 """
 
 from __future__ import annotations
@@ -22,13 +28,13 @@ import msgspec
 import redis
 
 from protocol.jobs import JobSpec
-from protocol.keys import WORKERS_SET, worker_key
 from protocol.models import ModelEntry
 from protocol.settings import Settings
 from protocol.states import JobStatus
 from protocol.workers import WorkerInfo
 from workers.claim import Claim, Claimer, retrying
 from workers.fairness import Finder
+from workers.heartbeat import Heartbeat
 from workers.jobstate import ActiveJob
 from workers.lane import FindJob, Lane, LanePolicy
 from workers.prepare import ContextTooLong, prepare_job, resume_job, resume_state, unstarted_job
@@ -86,14 +92,10 @@ class Runtime:
         policy = LanePolicy.of(slots, worker)
         self.lane: Lane[Resident] = Lane(policy, self._lock, self._models)
         self._finder = Finder(self.redis)
-        self._running: set[str] = set()
-        """Ids of the jobs this worker has claimed and not finished: their leases renew."""
+        self.heartbeat = Heartbeat(self.redis, self.worker_id, worker, self.reaper, self.info)
         self._cpu_ready = False
         self._stop = threading.Event()
         self._shutdown = threading.Event()
-        self._heartbeat = threading.Thread(
-            target=self._beat_loop, name="uml-heartbeat", daemon=True
-        )
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class Runtime:
 
     def _load_new(self, resident: Resident) -> Resident:
         spec = resident.spec
-        self._beat_quietly()  # shows it loading
+        self.heartbeat.beat()  # shows it loading
         started = time.monotonic()
         try:
             resident.load()
@@ -152,7 +154,7 @@ class Runtime:
                 self._models.pop(spec.name, None)
             resident.free()
             gc.collect()
-            self._beat_quietly()
+            self.heartbeat.beat()
             raise
         log.info(
             "loaded %s from %s on %s with %s (%s) in %.1fs",
@@ -163,7 +165,7 @@ class Runtime:
             resident.engine.batching,
             time.monotonic() - started,
         )
-        self._beat_quietly()
+        self.heartbeat.beat()
         return resident
 
     def begin_unload(self, name: str) -> Resident:
@@ -173,7 +175,7 @@ class Runtime:
             if resident.state != "ready":
                 raise ModelBusy(f"model {name} is {resident.state} on this worker")
             resident.state = "unloading"
-        self._beat_quietly()
+        self.heartbeat.beat()
         return resident
 
     def drained(self, resident: Resident) -> bool:
@@ -187,7 +189,7 @@ class Runtime:
                 del self._models[resident.spec.name]
         resident.free()
         gc.collect()
-        self._beat_quietly()
+        self.heartbeat.beat()
         log.info("unloaded %s", resident.spec.name)
 
     def _prepare_device(self, device: str) -> None:
@@ -204,8 +206,8 @@ class Runtime:
         # back (Celery's consumer, task threads) waits up to the switch interval each time.
         sys.setswitchinterval(self.settings.worker.switch_interval_ms / 1000)
         self._prepare_device(self.device)  # imports torch now, not in the first load
-        self.beat()
-        self._heartbeat.start()
+        self.heartbeat.announce()
+        self.heartbeat.start()
         from celery.signals import worker_shutting_down
 
         worker_shutting_down.connect(self.begin_shutdown, weak=False)
@@ -226,7 +228,7 @@ class Runtime:
             return
         with self._lock:
             residents = list(self._models.values())
-            running = len(self._running)
+        running = self.heartbeat.running()
         if running:
             log.warning("grace period over: handing %d running job(s) back", running)
         for resident in residents:
@@ -234,18 +236,15 @@ class Runtime:
 
     def stop(self) -> None:
         self._stop.set()
+        self.heartbeat.stop()
         with self._lock:
             residents = list(self._models.values())
         for resident in residents:
             resident.scheduler.stop()
-        try:
-            self.redis.delete(worker_key(self.worker_id))
-            self.redis.srem(WORKERS_SET, self.worker_id)
-        except redis.RedisError:
-            log.warning("could not remove this worker's heartbeat; it expires by itself")
+        self.heartbeat.withdraw()
         self.redis.close()
 
-    # ---- heartbeats ----------------------------------------------------------------
+    # ---- what the heartbeat announces -------------------------------------------
 
     def info(self) -> WorkerInfo:
         with self._lock:
@@ -268,29 +267,6 @@ class Runtime:
             node=self.node,
             registered=sorted(self.registry),
         )
-
-    def beat(self) -> None:
-        ttl_ms = int(self.settings.worker.heartbeat_ttl_s * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(worker_key(self.worker_id), msgspec.json.encode(self.info()), px=ttl_ms)
-        pipe.sadd(WORKERS_SET, self.worker_id)
-        pipe.execute()
-
-    def _beat_quietly(self) -> None:
-        if not self._heartbeat.is_alive():
-            return  # not started: models loaded at startup show once the worker runs
-        try:
-            self.beat()
-            with self._lock:
-                running = list(self._running)
-            self.reaper.renew(running)
-            self.reaper.reap(self.worker_id)
-        except redis.RedisError as exc:
-            log.warning("heartbeat failed: %s", exc)
-
-    def _beat_loop(self) -> None:
-        while not self._stop.wait(self.settings.worker.heartbeat_s):
-            self._beat_quietly()
 
     # ---- jobs ----------------------------------------------------------------------
 
@@ -339,13 +315,8 @@ class Runtime:
             if claim.outcome == "cancelled":
                 self._record_unstarted_cancel(job_id, claim.last_seq)
             return claim.outcome
-        with self._lock:
-            self._running.add(job_id)
-        try:
+        with self.heartbeat.leased(job_id):
             return self._run_claimed(resident, job_id, claim, interactive)
-        finally:
-            with self._lock:
-                self._running.discard(job_id)
 
     def _run_claimed(self, resident: Resident, job_id: str, claim: Claim, interactive: bool) -> str:
         attempt, last_seq = claim.attempt, claim.last_seq
