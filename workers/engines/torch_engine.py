@@ -23,20 +23,20 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
 from workers.chat import ChatTemplate, load_chat_template
 from workers.engines.base import EngineJob, StepOutput
 from workers.engines.slot_cache import SlotCache
 from workers.engines.torch_batch import Forward, decode_forward, mixed_forward, prefill_forward
-from workers.engines.torch_model import bos_of, dtype_for, eos_ids, fit_threads, with_one_bos
+from workers.engines.torch_model import bos_of, eos_ids, fit_threads, load_model, with_one_bos
 from workers.sampling import RowSampling, make_generator, sample
 
 __all__ = ["SlotCache", "TorchEngine"]
@@ -100,10 +100,7 @@ class TorchEngine:
         model_dir = Path(model_dir)
         if self.device == "cpu":
             fit_threads()
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype_for(self.device), attn_implementation="sdpa"
-        )
-        self._model = model.to(self.device).eval()
+        self._model = load_model(model_dir, self.device)
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._chat = load_chat_template(model_dir)
         params = inspect.signature(self._model.forward).parameters
@@ -116,7 +113,8 @@ class TorchEngine:
         """Bytes of the loaded weights and buffers (0 when nothing is loaded)."""
         if self._model is None:
             return 0
-        return int(self._model.get_memory_footprint())
+        footprint = cast(Callable[[], int], self._model.get_memory_footprint)  # untyped
+        return int(footprint())
 
     def unload(self) -> None:
         """Drop the model, the tokenizer and every job."""
@@ -303,7 +301,8 @@ class TorchEngine:
                 logits_to_keep=1,
                 **{self._cache_kwarg: self._cache},
             )
-        return out.logits[:, -1]
+        logits: torch.Tensor = out.logits[:, -1]
+        return logits
 
     def _advance(self, rows: list[_Running], logits: torch.Tensor) -> list[StepOutput]:
         """Sample a token for each of ``rows``, report it, release finished rows."""

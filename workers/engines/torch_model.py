@@ -1,8 +1,9 @@
-"""What the torch engine reads of a Hugging Face model directory besides the weights.
+"""What the torch engine loads and reads of a Hugging Face model directory.
 
-The dtype and thread count to load with, and the special tokens that steer generation:
-the EOS ids of the config and the generation config, the BOS id and whether the tokenizer
-config asks for it (``add_bos_token``).
+The model itself (float32 on CPU with at most the usable cores, bfloat16 or float16 on
+CUDA), and the special tokens that steer generation: the EOS ids of the config and the
+generation config, the BOS id and whether the tokenizer config asks for it
+(``add_bos_token``).
 """
 
 from __future__ import annotations
@@ -10,12 +11,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from transformers import PreTrainedModel
+from transformers import AutoModelForCausalLM, PreTrainedModel
 
-__all__ = ["bos_of", "dtype_for", "eos_ids", "fit_threads", "with_one_bos"]
+__all__ = ["bos_of", "dtype_for", "eos_ids", "fit_threads", "load_model", "with_one_bos"]
+
+
+def load_model(model_dir: Path, device: str) -> PreTrainedModel:
+    """The causal LM of ``model_dir`` on ``device`` in eval mode, with SDPA attention."""
+    loaded: Any = AutoModelForCausalLM.from_pretrained(
+        model_dir, dtype=dtype_for(device), attn_implementation="sdpa"
+    )
+    # transformers leaves ``to`` (functools.wraps of nn.Module.to, which type checkers do not
+    # bind to the instance) and ``eval`` without usable annotations; both return the model.
+    return cast(PreTrainedModel, loaded.to(device).eval())
 
 
 def fit_threads() -> None:
