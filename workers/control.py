@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -192,20 +192,34 @@ def _reserved_from(queue_: str) -> bool:
 
 # ---- remote-control commands (run in the consumer loop: queue and return) -------------
 
+Command = Callable[..., dict[str, str]]
+"""A remote-control command: ``(state, command, **_)`` → Celery's ``ok`` reply."""
 
-@control_command(name=CONTROL_LOAD, args=[("command", dict)], signature="<command>")  # type: ignore[misc]
+
+def _command(name: str) -> Callable[[Command], Command]:
+    """Register a command taking one dict, ``command`` (Celery's decorator is untyped)."""
+    register = control_command(name=name, args=[("command", dict)], signature="<command>")
+    return cast(Callable[[Command], Command], register)
+
+
+def _ok(message: str) -> dict[str, str]:
+    reply: dict[str, str] = ok(message)  # {"ok": message}
+    return reply
+
+
+@_command(CONTROL_LOAD)
 def load_model(state: Any, command: dict[str, Any], **_: Any) -> dict[str, str]:
     """Load a model (handed to the loader thread)."""
     loader = Loader.current()
     loader.attach(getattr(state, "consumer", None))
     loader.submit(msgspec.convert(command, LoadCommand))
-    return ok("load queued")
+    return _ok("load queued")
 
 
-@control_command(name=CONTROL_UNLOAD, args=[("command", dict)], signature="<command>")  # type: ignore[misc]
+@_command(CONTROL_UNLOAD)
 def unload_model(state: Any, command: dict[str, Any], **_: Any) -> dict[str, str]:
     """Unload a model once its running jobs finish (handed to the loader thread)."""
     loader = Loader.current()
     loader.attach(getattr(state, "consumer", None))
     loader.submit(msgspec.convert(command, UnloadCommand))
-    return ok("unload queued")
+    return _ok("unload queued")

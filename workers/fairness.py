@@ -20,7 +20,7 @@ is kept. Queued jobs are found through the live queued sets of :mod:`protocol.qu
 script, :class:`Finder`); a job taken that way is claimed like any other, so the copy of its
 message still in the list is skipped when a worker pops it. The rules apply per priority:
 an interactive task looks among interactive jobs, a batch task among batch ones (and batch
-jobs stay inside their lane, :meth:`workers.runtime.Runtime._take_slot`).
+jobs stay inside their lane). :mod:`workers.lane` applies these rules when a task takes a slot.
 """
 
 from __future__ import annotations

@@ -22,14 +22,14 @@ prefetched, or dropped it on a broker disconnect without giving it back: kombu w
 redeliver it after the visibility timeout, days later).
 
 The next claim increments ``attempt`` and resumes from the event log (see
-:meth:`workers.runtime.Runtime.resume_state`); writes of an older attempt are fenced off
+:func:`workers.prepare.resume_state`); writes of an older attempt are fenced off
 by the sink, so a worker that was only stalled cannot interleave with the new attempt.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import redis
@@ -213,10 +213,12 @@ class Reaper:
         try:
             t_s, t_us = self.redis.time()
             now_ms = t_s * 1000 + t_us // 1000
-            due = self.redis.zrangebyscore(LEASES, "-inf", now_ms, start=0, num=batch)
+            due = _members(self.redis.zrangebyscore(LEASES, "-inf", now_ms, start=0, num=batch))
             outcomes = {reply_text(raw): self._reap(reply_text(raw)) for raw in due}
-            stale = self.redis.zrangebyscore(
-                QUEUED, "-inf", now_ms - self.orphan_ms, start=0, num=ORPHAN_BATCH
+            stale = _members(
+                self.redis.zrangebyscore(
+                    QUEUED, "-inf", now_ms - self.orphan_ms, start=0, num=ORPHAN_BATCH
+                )
             )
             for raw in stale:
                 outcome = self._sweep(reply_text(raw))
@@ -294,6 +296,12 @@ class Reaper:
                 extra={"job_id": job_id},
             )
         return outcome
+
+
+def _members(reply: Any) -> list[bytes]:
+    """A sorted-set range without scores: members, as bytes (the worker's clients decode
+    nothing), where redis-py's annotation allows scored pairs too."""
+    return cast(list[bytes], reply)
 
 
 def _target(model: str, task: Any) -> str:

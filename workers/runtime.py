@@ -1,9 +1,15 @@
-"""The worker process's resident state: the models it holds, heartbeats, running jobs.
+"""The worker process's runtime: the models it holds, its lifecycle, and each task's job.
 
 ``uml worker`` builds a :class:`Runtime`, loads the model it was started with (if any),
 installs it, then starts the Celery consumer; each ``uml.generate`` task thread calls
 :meth:`Runtime.run_job` with the model its queue names. Loads and unloads on command run
-in :mod:`workers.control`'s loader thread, never in the consumer loop.
+in :mod:`workers.control`'s loader thread, never in the consumer loop. A job's way through
+:meth:`Runtime.run_job` crosses the other modules of a task's path:
+
+    slot (workers.lane) ─► claim (workers.claim) ─► prepare (workers.prepare)
+        ─► the model's scheduler thread (workers.resident) ─► final status
+
+while :mod:`workers.heartbeat` announces the worker and renews the leases of its jobs.
 """
 
 from __future__ import annotations
@@ -16,101 +22,28 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any
 
 import msgspec
 import redis
 
-from protocol.events import (
-    FINALIZE_LUA,
-    TokenEvent,
-    decode_event,
-    expired_unstarted,
-    template,
-)
-from protocol.jobs import JobSpec, SamplingParams, exceeds_context
-from protocol.keys import (
-    EVENT_FIELD,
-    IDS_FIELD,
-    LEASES,
-    QUEUED,
-    WORKERS_SET,
-    entry_id,
-    events_key,
-    job_key,
-    worker_key,
-)
+from protocol.jobs import JobSpec
 from protocol.models import ModelEntry
 from protocol.settings import Settings
 from protocol.states import JobStatus
 from protocol.workers import WorkerInfo
-from workers.detok import CONTEXT_IDS, IncrementalDetokenizer
-from workers.fairness import Finder, KeyShares, Verdict, reserve_slots
+from workers.claim import Claim, Claimer, retrying
+from workers.fairness import Finder
+from workers.heartbeat import Heartbeat
 from workers.jobstate import ActiveJob
+from workers.lane import FindJob, Lane, LanePolicy
+from workers.prepare import ContextTooLong, prepare_job, resume_job, resume_state, unstarted_job
 from workers.reaper import Reaper
 from workers.requeue import LANE_FULL, Requeuer
 from workers.resident import ModelSpec, Resident, device_memory
 from workers.sink import JobWrite, RedisSink
-from workers.stops import StopMatcher
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-# Claim a job atomically: only a queued job (not cancelled, deadline not passed) becomes
-# running, once. A job past its deadline is expired here, with its final event.
-# KEYS: job, events, leases, queued index. ARGV: worker id, now, expired event template, retention,
-# lease ms, job id. The claimed message moves from ``msg`` to ``task`` (the reaper re-sends
-# it if this worker dies) and the job's lease starts (Redis time). Whatever the outcome the
-# job is no longer queued: it leaves the live queued count (protocol.queued).
-# Returns {outcome, attempt, last_seq, spec}.
-_CLAIM = (
-    FINALIZE_LUA
-    + """
-local job = KEYS[1]
-redis.call('ZREM', KEYS[4], ARGV[6])
-unmark_queued(job)
-local status = redis.call('HGET', job, 'status')
-if not status then return {'missing', 0, 0, false} end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local seq = 0
-if last[1] then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
-if status ~= 'queued' then return {'skip:' .. status, 0, seq, false} end
-if redis.call('HGET', job, 'cancel') == '1' then
-  redis.call('HSET', job, 'status', 'cancelled', 'finished_at', ARGV[2])
-  redis.call('HDEL', job, 'msg')
-  return {'cancelled', 0, seq, false}
-end
-local deadline = redis.call('HGET', job, 'deadline')
-if deadline and tonumber(deadline) <= tonumber(ARGV[2]) then
-  seq = finalize(job, KEYS[2], 'expired', ARGV[2], ARGV[3], tonumber(ARGV[4]))
-  return {'expired', 0, seq, false}
-end
-local attempt = redis.call('HINCRBY', job, 'attempt', 1)
-redis.call('HSET', job, 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
-local msg = redis.call('HGET', job, 'msg')
-if msg then redis.call('HSET', job, 'task', msg) end
-redis.call('HDEL', job, 'msg')
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[5]), ARGV[6])
-return {'claimed', attempt, seq, redis.call('HGET', job, 'spec'), redis.call('HGET', job, 'meter')}
-"""
-)
-
-
-_NO_SAMPLING = SamplingParams(max_tokens=1)
-
-
-class ContextTooLong(ValueError):
-    """The prompt plus max_tokens does not fit the model's context (OpenAI's error code)."""
-
-    code = "context_length_exceeded"
-
-    def __init__(self, message: str, param: str) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 class ModelBusy(RuntimeError):
@@ -152,31 +85,17 @@ class Runtime:
         self.sink = RedisSink(self.redis, settings.redis.retention_s)
         self._models: dict[str, Resident] = {}
         self._lock = threading.Lock()
-        self._claim = self.redis.register_script(_CLAIM)
         self._requeuer = Requeuer(self.redis)
-        worker = settings.worker
-        self.reaper = Reaper(
-            self.redis, worker.lease_s, worker.max_attempts, settings.redis.retention_s
-        )
-        self._slot_freed = threading.Condition(self._lock)
-        reserve = settings.worker.interactive_slots
-        if reserve < 0:
-            reserve = max(1, slots // 4)
-        self.batch_slots = max(1, slots - reserve)
-        """Slots of one model batch-priority jobs may hold at once (the rest: the lane)."""
-        self.key_reserve = reserve_slots(slots, settings.worker.key_reserve_slots)
-        """Slots of one model kept for keys with no job running on it here."""
-        self.shares = KeyShares()
+        worker, retention_s = settings.worker, settings.redis.retention_s
+        self.claimer = Claimer(self.redis, self.worker_id, worker.lease_s, retention_s)
+        self.reaper = Reaper(self.redis, worker.lease_s, worker.max_attempts, retention_s)
+        policy = LanePolicy.of(slots, worker)
+        self.lane: Lane[Resident] = Lane(policy, self._lock, self._models)
         self._finder = Finder(self.redis)
-        self._running: set[str] = set()
-        """Ids of the jobs this worker has claimed and not finished: their leases renew."""
-        self._expired = template(expired_unstarted())
+        self.heartbeat = Heartbeat(self.redis, self.worker_id, worker, self.reaper, self.info)
         self._cpu_ready = False
         self._stop = threading.Event()
         self._shutdown = threading.Event()
-        self._heartbeat = threading.Thread(
-            target=self._beat_loop, name="uml-heartbeat", daemon=True
-        )
 
     # ---- lifecycle -----------------------------------------------------------------
 
@@ -226,7 +145,7 @@ class Runtime:
 
     def _load_new(self, resident: Resident) -> Resident:
         spec = resident.spec
-        self._beat_quietly()  # shows it loading
+        self.heartbeat.beat()  # shows it loading
         started = time.monotonic()
         try:
             resident.load()
@@ -235,7 +154,7 @@ class Runtime:
                 self._models.pop(spec.name, None)
             resident.free()
             gc.collect()
-            self._beat_quietly()
+            self.heartbeat.beat()
             raise
         log.info(
             "loaded %s from %s on %s with %s (%s) in %.1fs",
@@ -246,7 +165,7 @@ class Runtime:
             resident.engine.batching,
             time.monotonic() - started,
         )
-        self._beat_quietly()
+        self.heartbeat.beat()
         return resident
 
     def begin_unload(self, name: str) -> Resident:
@@ -256,7 +175,7 @@ class Runtime:
             if resident.state != "ready":
                 raise ModelBusy(f"model {name} is {resident.state} on this worker")
             resident.state = "unloading"
-        self._beat_quietly()
+        self.heartbeat.beat()
         return resident
 
     def drained(self, resident: Resident) -> bool:
@@ -270,7 +189,7 @@ class Runtime:
                 del self._models[resident.spec.name]
         resident.free()
         gc.collect()
-        self._beat_quietly()
+        self.heartbeat.beat()
         log.info("unloaded %s", resident.spec.name)
 
     def _prepare_device(self, device: str) -> None:
@@ -287,8 +206,8 @@ class Runtime:
         # back (Celery's consumer, task threads) waits up to the switch interval each time.
         sys.setswitchinterval(self.settings.worker.switch_interval_ms / 1000)
         self._prepare_device(self.device)  # imports torch now, not in the first load
-        self.beat()
-        self._heartbeat.start()
+        self.heartbeat.announce()
+        self.heartbeat.start()
         from celery.signals import worker_shutting_down
 
         worker_shutting_down.connect(self.begin_shutdown, weak=False)
@@ -309,7 +228,7 @@ class Runtime:
             return
         with self._lock:
             residents = list(self._models.values())
-            running = len(self._running)
+        running = self.heartbeat.running()
         if running:
             log.warning("grace period over: handing %d running job(s) back", running)
         for resident in residents:
@@ -317,18 +236,15 @@ class Runtime:
 
     def stop(self) -> None:
         self._stop.set()
+        self.heartbeat.stop()
         with self._lock:
             residents = list(self._models.values())
         for resident in residents:
             resident.scheduler.stop()
-        try:
-            self.redis.delete(worker_key(self.worker_id))
-            self.redis.srem(WORKERS_SET, self.worker_id)
-        except redis.RedisError:
-            log.warning("could not remove this worker's heartbeat; it expires by itself")
+        self.heartbeat.withdraw()
         self.redis.close()
 
-    # ---- heartbeats ----------------------------------------------------------------
+    # ---- what the heartbeat announces -------------------------------------------
 
     def info(self) -> WorkerInfo:
         with self._lock:
@@ -352,29 +268,6 @@ class Runtime:
             registered=sorted(self.registry),
         )
 
-    def beat(self) -> None:
-        ttl_ms = int(self.settings.worker.heartbeat_ttl_s * 1000)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(worker_key(self.worker_id), msgspec.json.encode(self.info()), px=ttl_ms)
-        pipe.sadd(WORKERS_SET, self.worker_id)
-        pipe.execute()
-
-    def _beat_quietly(self) -> None:
-        if not self._heartbeat.is_alive():
-            return  # not started: models loaded at startup show once the worker runs
-        try:
-            self.beat()
-            with self._lock:
-                running = list(self._running)
-            self.reaper.renew(running)
-            self.reaper.reap(self.worker_id)
-        except redis.RedisError as exc:
-            log.warning("heartbeat failed: %s", exc)
-
-    def _beat_loop(self) -> None:
-        while not self._stop.wait(self.settings.worker.heartbeat_s):
-            self._beat_quietly()
-
     # ---- jobs ----------------------------------------------------------------------
 
     def run_job(self, job_id: str, model: str | None = None, interactive: bool = True) -> str:
@@ -382,17 +275,18 @@ class Runtime:
 
         A job whose model this worker does not hold (it was unloaded after the message was
         fetched) goes back to the head of its queue, unclaimed: ``requeued``. So does a job
-        that finds no slot it may take for :data:`LANE_WAIT_S` (see :meth:`_take_slot`),
-        and one whose key holds its share of the slots while another key waits: the task
-        runs that key's job instead (:mod:`workers.fairness`).
+        that finds no slot it may take for :data:`~workers.lane.LANE_WAIT_S` (the interactive
+        lane and the key reserve, :mod:`workers.lane`), and one whose key holds its share
+        of the slots while another key waits: the task runs that key's job instead.
         """
         name, owner, waiting = retrying(lambda: self._finder.meta(job_id, model, interactive))
-        stolen = self._take_for_another(name, interactive, owner, waiting)
+        find = self._find_for(name, interactive)
+        stolen = self.lane.take_for_another(name, interactive, owner, waiting, find)
         if stolen is not None:
             held, other, other_owner = stolen
             retrying(lambda: self._requeuer.give_back(job_id, name, LANE_FULL))
             return self._run_held(name, held, other, other_owner, interactive)
-        resident = self._take_slot(name, interactive, owner, waiting)
+        resident = self.lane.take(name, interactive, owner, waiting)
         if resident is None:
             why = LANE_FULL if name in self._models else "model not held here"
             return retrying(lambda: self._requeuer.give_back(job_id, name, why))
@@ -404,112 +298,30 @@ class Runtime:
         try:
             return self._run_on(resident, job_id, interactive)
         finally:
-            with self._slot_freed:
-                resident.inflight -= 1
-                if not interactive:
-                    resident.batch_inflight -= 1
-                self.shares.release(name, owner)
-                self._slot_freed.notify_all()
+            self.lane.release(name, resident, interactive, owner)
 
-    def _verdict(
-        self,
-        name: str,
-        resident: Resident,
-        interactive: bool,
-        owner: str,
-        waiting: frozenset[str],
-    ) -> Verdict:
-        """Under the lock: what a task of ``owner`` may do on model ``name`` now."""
-        if not interactive and resident.batch_inflight >= self.batch_slots:
-            return Verdict(False)  # the interactive lane
-        free = self.slots - resident.inflight
-        return self.shares.verdict(name, owner, self.slots, self.key_reserve, free, waiting)
+    def _find_for(self, name: str, interactive: bool) -> FindJob:
+        """How the lane looks for a waiting key's job of ``name`` (through an outage)."""
 
-    def _hold(self, name: str, resident: Resident, interactive: bool, owner: str) -> None:
-        resident.inflight += 1
-        if not interactive:
-            resident.batch_inflight += 1
-        self.shares.hold(name, owner)
+        def find(held: dict[str, int], below: int) -> tuple[str, str] | None:
+            return retrying(lambda: self._finder.find(name, interactive, held, below))
 
-    def _take_slot(
-        self,
-        name: str,
-        interactive: bool,
-        owner: str = "",
-        waiting: frozenset[str] = frozenset(),
-    ) -> Resident | None:
-        """The interactive lane: batch jobs may hold at most ``slots - interactive_slots``
-        of a model's slots, so the task threads kept free take interactive messages (kombu
-        pops the interactive list first) the moment they arrive. The key reserve
-        (:mod:`workers.fairness`) keeps the last ``key_reserve_slots`` for keys with
-        nothing running on the model here, while other keys have work for it (``waiting``:
-        the keys with jobs queued for it).
-
-        A task that may not take a slot waits briefly for one, then gives its message back
-        to the head of its queue, freeing the thread: Celery cannot choose by priority or
-        key which message a free thread fetches, so the worker lets go of the wrong ones.
-        """
-        deadline = time.monotonic() + LANE_WAIT_S
-        with self._slot_freed:
-            while True:
-                resident = self._models.get(name)
-                if resident is None or resident.state == "loading":
-                    return None
-                if self._verdict(name, resident, interactive, owner, waiting).take:
-                    self._hold(name, resident, interactive, owner)
-                    return resident
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._slot_freed.wait(left)
-
-    def _take_for_another(
-        self, name: str, interactive: bool, owner: str, waiting: frozenset[str]
-    ) -> tuple[Resident, str, str] | None:
-        """When ``owner`` holds its share and a key holding less has a job queued: a slot
-        taken for that job, its id and its key (else ``None``)."""
-        with self._lock:
-            resident = self._models.get(name)
-            if resident is None or resident.state != "ready":
-                return None
-            below = self._verdict(name, resident, interactive, owner, waiting).prefer_below
-            held = dict(self.shares.held(name))
-        if below is None:
-            return None
-        found = retrying(lambda: self._finder.find(name, interactive, held, below))
-        if found is None:
-            return None
-        with self._lock:
-            if self._models.get(name) is not resident:
-                return None
-            if not self._verdict(name, resident, interactive, found[1], waiting).take:
-                return None  # the slots changed meanwhile
-            self._hold(name, resident, interactive, found[1])
-        return resident, found[0], found[1]
+        return find
 
     def _run_on(self, resident: Resident, job_id: str, interactive: bool = True) -> str:
-        claim = retrying(lambda: self._claim_job(job_id))
+        claim = retrying(lambda: self.claimer.claim(job_id))
         if claim.outcome != "claimed":
             log.info("job %s not run: %s", job_id, claim.outcome, extra={"job_id": job_id})
             if claim.outcome == "cancelled":
                 self._record_unstarted_cancel(job_id, claim.last_seq)
             return claim.outcome
-        with self._lock:
-            self._running.add(job_id)
-        try:
+        with self.heartbeat.leased(job_id):
             return self._run_claimed(resident, job_id, claim, interactive)
-        finally:
-            with self._lock:
-                self._running.discard(job_id)
 
     def _run_claimed(self, resident: Resident, job_id: str, claim: Claim, interactive: bool) -> str:
         attempt, last_seq = claim.attempt, claim.last_seq
         try:
-            spec = msgspec.json.decode(claim.spec or b"null", type=JobSpec)
-            job = self._prepare(resident, job_id, spec, attempt)
-            job.interactive, job.meter = interactive, claim.meter
-            if attempt > 1 and last_seq:
-                self._resume(resident, job, last_seq)
+            job = self._prepare(resident, job_id, claim, interactive)
         except ContextTooLong as exc:
             self._fail_unstarted(job_id, attempt, last_seq, str(exc), exc.param, exc.code)
             return JobStatus.FAILED.value
@@ -523,90 +335,20 @@ class Runtime:
             return self.reaper.hand_back(job_id, attempt)
         return (job.final_status or JobStatus.FAILED).value
 
-    def _resume(self, resident: Resident, job: ActiveJob, last_seq: int) -> None:
-        """Continue an earlier attempt: its emitted tokens are the forced prefix of this one.
-
-        The log up to ``last_seq`` holds what subscribers have; the new attempt numbers its
-        events after it and feeds those token ids back to the engine, which also skips the
-        sampler draws they took, so a greedy or seeded job goes on exactly as the first
-        attempt would have: no gap, no duplicate, the same text. A log without ids (written
-        before they were logged) falls back to re-encoding its text.
-        """
-        state = resume_state(self.redis, job.job_id, last_seq)
-        if not state.tokens:
-            return
-        engine = resident.engine
-        ids = state.ids
-        if ids is None:
-            ids = engine.encode(state.text)
-            bos = engine.encode("")
-            if bos and ids[: len(bos)] == bos:
-                ids = ids[len(bos) :]
-        job.forced_ids = ids
-        job.detok = IncrementalDetokenizer(engine.decode, context=ids[-CONTEXT_IDS:])
-        job.text_parts.append(state.text)
-        job.tokens = state.tokens
-        job.first_token_at = time.time()  # keeps the first attempt's first_token_at
-        log.info(
-            "job %s: attempt %d resumes after %d tokens",
-            job.job_id,
-            job.attempt,
-            state.tokens,
-            extra={"job_id": job.job_id},
-        )
-
-    def _claim_job(self, job_id: str) -> Claim:
-        lease_ms = int(self.settings.worker.lease_s * 1000)
-        args = [
-            self.worker_id,
-            time.time(),
-            self._expired,
-            self.settings.redis.retention_s,
-            lease_ms,
-            job_id,
-        ]
-        keys = [job_key(job_id), events_key(job_id), LEASES, QUEUED]
-        result: list[Any] = self._claim(keys=keys, args=args)
-        outcome = result[0].decode() if isinstance(result[0], bytes) else str(result[0])
-        meter = result[4].decode() if len(result) > 4 and result[4] else None
-        return Claim(outcome, int(result[1]), int(result[2]), result[3] or None, meter)
-
-    def _prepare(self, resident: Resident, job_id: str, spec: JobSpec, attempt: int) -> ActiveJob:
-        """Render and tokenize the prompt (in the task thread, off the scheduler's path)."""
-        engine = resident.engine
-        if spec.kind == "chat":
-            messages = [
-                {"role": m.role, "content": m.content if isinstance(m.content, str) else ""}
-                for m in spec.messages or []
-            ]
-            prompt = engine.render_chat(messages)
-        else:
-            prompt = spec.prompt or ""
-        prompt_ids = engine.encode(prompt)
-        limit = resident.spec.max_seq_len
-        if exceeds_context(len(prompt_ids), spec.sampling.max_tokens, limit):
-            raise ContextTooLong(
-                f"The prompt ({len(prompt_ids)} tokens) plus max_tokens "
-                f"({spec.sampling.max_tokens}) exceeds the model's context of {limit} tokens",
-                param="messages" if spec.kind == "chat" else "prompt",
-            )
-        # A completion continues its prompt, so its first token decodes as it would mid-text
-        # (SentencePiece's leading space kept); a chat reply starts clean.
-        context = prompt_ids[-CONTEXT_IDS:] if spec.kind == "completion" else []
-        job = ActiveJob(
-            job_id=job_id,
-            spec=spec,
-            prompt_ids=prompt_ids,
-            attempt=attempt,
-            worker_id=self.worker_id,
-            detok=IncrementalDetokenizer(engine.decode, context=context),
-            stops=StopMatcher(spec.sampling.stop),
-        )
-        job.fields["prompt_tokens"] = len(prompt_ids)  # written with the first events
+    def _prepare(
+        self, resident: Resident, job_id: str, claim: Claim, interactive: bool
+    ) -> ActiveJob:
+        """The claimed job, tokenized (:mod:`workers.prepare`); a later attempt resumes."""
+        spec = msgspec.json.decode(claim.spec or b"null", type=JobSpec)
+        engine, limit = resident.engine, resident.spec.max_seq_len
+        job = prepare_job(engine, limit, job_id, spec, claim.attempt, self.worker_id)
+        job.interactive, job.meter = interactive, claim.meter
+        if claim.attempt > 1 and claim.last_seq:
+            resume_job(engine, job, resume_state(self.redis, job_id, claim.last_seq))
         return job
 
     def _record_unstarted_cancel(self, job_id: str, last_seq: int) -> None:
-        job = self._bare_job(job_id, 0, last_seq)
+        job = unstarted_job(job_id, self.worker_id, 0, last_seq)
         job.finish("cancelled", JobStatus.CANCELLED)
         self._write_final(job)
 
@@ -619,103 +361,13 @@ class Runtime:
         param: str | None = None,
         code: str | None = None,
     ) -> None:
-        job = self._bare_job(job_id, attempt, last_seq)
+        job = unstarted_job(job_id, self.worker_id, attempt, last_seq)
         job.fail(message, error_type="invalid_request_error", param=param, code=code)
         self._write_final(job)
-
-    def _bare_job(self, job_id: str, attempt: int, last_seq: int) -> ActiveJob:
-        spec = JobSpec(kind="completion", model="", sampling=_NO_SAMPLING)
-        job = ActiveJob(
-            job_id=job_id,
-            spec=spec,
-            prompt_ids=[],
-            attempt=attempt,
-            worker_id=self.worker_id,
-            detok=IncrementalDetokenizer(_no_text),
-            stops=StopMatcher(()),
-        )
-        job.seq = last_seq
-        return job
 
     def _write_final(self, job: ActiveJob) -> None:
         events, fields, ids = job.take_writes()
         self.sink.flush([JobWrite(job.job_id, events, fields, True, job.attempt, ids)], [])
-
-
-def _no_text(ids: Any) -> str:
-    return ""
-
-
-LANE_WAIT_S = 0.02
-"""How long a batch task over its model's batch share waits for a slot before it gives its
-message back. It bounds how often a saturated worker cycles batch messages (each spare
-task thread at most 50 times a second) and how long an interactive message can wait for
-a thread (bench/priority.py: 0.1 s gave 3.1x idle TTFT under a backlog, 0.02 s 2.6x)."""
-
-CLAIM_RETRY_S = 600.0
-"""How long a task waits out a Redis outage before its claim gives up."""
-
-
-def retrying(call: Callable[[], T], give_up_s: float = CLAIM_RETRY_S) -> T:
-    """``call()``, retried with capped backoff while Redis is unreachable.
-
-    A task whose claim (or give-back) failed on a Redis outage would be acked by Celery with
-    its job still ``queued`` and no message left anywhere: the job would never run. Waiting
-    the outage out (the consumer reconnects meanwhile) keeps it.
-    """
-    deadline = time.monotonic() + give_up_s
-    delay = 0.05
-    while True:
-        try:
-            return call()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("redis unavailable (%s); retrying the claim in %.2fs", exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-class Claim(NamedTuple):
-    """A claim's answer: ``claimed`` (or why not), the attempt, the log's last seq, the
-    job's spec and the token window its tokens are charged to."""
-
-    outcome: str
-    attempt: int
-    last_seq: int
-    spec: bytes | None
-    meter: str | None
-
-
-class ResumeState(NamedTuple):
-    """What a job's log holds up to a seq: the text, its token count and, when every token
-    entry carries them (workers since the ``ids`` field), the token ids themselves."""
-
-    text: str
-    tokens: int
-    ids: list[int] | None
-
-
-def resume_state(client: redis.Redis, job_id: str, last_seq: int) -> ResumeState:
-    """The text, token count and token ids the job's log holds up to ``last_seq``."""
-    parts: list[str] = []
-    tokens = 0
-    ids: list[int] | None = []
-    event_field, ids_field = EVENT_FIELD.encode(), IDS_FIELD.encode()
-    for _, fields in client.xrange(events_key(job_id), "-", entry_id(last_seq)):
-        event = decode_event(fields[event_field])
-        if not isinstance(event, TokenEvent):
-            continue
-        parts.append(event.text)
-        tokens += event.tokens
-        logged = fields.get(ids_field)
-        if ids is None or logged is None:
-            ids = None
-        else:
-            ids += [int(i) for i in logged.split(b",")]
-    if ids is not None and len(ids) != tokens:
-        ids = None
-    return ResumeState("".join(parts), tokens, ids)
 
 
 def limit_cpu_threads(wanted: int) -> None:

@@ -137,10 +137,10 @@ class Scheduler:
         watch = list(self._jobs)
         self._writer.submit(writes, watch, done)
         for job_id in self._writer.take_cancelled():
-            job = self._jobs.get(job_id)
-            if job is not None and not job.finished:
+            flagged = self._jobs.get(job_id)
+            if flagged is not None and not flagged.finished:
                 self._engine.cancel(job_id)
-                job.finish("cancelled", JobStatus.CANCELLED)
+                flagged.finish("cancelled", JobStatus.CANCELLED)
 
     def _fail_all(self, message: str) -> None:
         for job in list(self._jobs.values()):

@@ -15,6 +15,7 @@ reaper's sweep (:mod:`workers.reaper`); the task claims make a duplicate harmles
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -23,12 +24,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 __all__ = ["Transport"]
 
 
-class Channel(kombu_redis.Channel):  # type: ignore[misc]
+class Channel(kombu_redis.Channel):
     def _connparams(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
             raise RedisConnectionError("the broker connection of this channel was closed")
-        return super()._connparams(asynchronous=asynchronous)
+        connparams: Callable[..., Any] = super()._connparams  # kombu leaves it unannotated
+        return connparams(asynchronous=asynchronous)
 
 
-class Transport(kombu_redis.Transport):  # type: ignore[misc]
+class Transport(kombu_redis.Transport):
     Channel = Channel

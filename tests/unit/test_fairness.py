@@ -1,8 +1,9 @@
-"""Key shares of a model's slots (workers.fairness): the rule, the runtime's use of it, and
+"""Key shares of a model's slots (workers.fairness): the rule, the lane's use of it, and
 the script that finds a waiting key's job (on a real Redis)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -13,10 +14,10 @@ import redis.asyncio as aioredis
 from api.services.store import JobStore, QueueBounds
 from protocol.jobs import JobSpec, SamplingParams, queued_record
 from protocol.queued import keys_index_key
-from protocol.settings import RedisSettings, ServerSettings, Settings, WorkerSettings
+from protocol.settings import WorkerSettings
 from protocol.states import Priority
 from workers.fairness import Finder, KeyShares, Verdict, decide, reserve_slots
-from workers.runtime import Runtime
+from workers.lane import Lane, LanePolicy
 
 SPEC = JobSpec(kind="completion", model="m", prompt="hi", sampling=SamplingParams(max_tokens=2))
 
@@ -56,33 +57,28 @@ def test_key_shares_count_per_model() -> None:
     assert alone == Verdict(True)  # a key alone on the model takes every slot
 
 
-def runtime(redis_url: str, slots: int, reserve: int) -> Runtime:
-    settings = Settings(
-        redis=RedisSettings(url=redis_url),
-        server=ServerSettings(),
-        worker=WorkerSettings(interactive_slots=0, key_reserve_slots=reserve),
-    )
-    rt = Runtime(settings, slots)
-    rt._models["m"] = SimpleNamespace(state="ready", inflight=0, batch_inflight=0)  # type: ignore[assignment]
-    return rt
+def lane(slots: int, reserve: int) -> Lane[SimpleNamespace]:
+    worker = WorkerSettings(interactive_slots=0, key_reserve_slots=reserve)
+    models = {"m": SimpleNamespace(state="ready", inflight=0, batch_inflight=0)}
+    return Lane(LanePolicy.of(slots, worker), threading.Lock(), models)
 
 
 def test_the_last_slots_wait_for_a_new_key_once_keys_share_the_model() -> None:
-    rt = runtime("redis://127.0.0.1:1/0", slots=16, reserve=2)  # Redis never contacted
+    ln = lane(slots=16, reserve=2)
     b_waits = frozenset({"b"})
     for _ in range(14):
-        assert rt._take_slot("m", True, "a", b_waits) is not None
-    assert rt._take_slot("m", True, "a", b_waits) is None  # the last two are kept
-    assert rt._take_slot("m", True, "b", b_waits) is not None
-    assert rt._take_slot("m", True, "c") is not None
-    assert rt._take_slot("m", True, "d") is None  # full
-    assert dict(rt.shares.held("m")) == {"a": 14, "b": 1, "c": 1}
+        assert ln.take("m", True, "a", b_waits) is not None
+    assert ln.take("m", True, "a", b_waits) is None  # the last two are kept
+    assert ln.take("m", True, "b", b_waits) is not None
+    assert ln.take("m", True, "c") is not None
+    assert ln.take("m", True, "d") is None  # full
+    assert dict(ln.shares.held("m")) == {"a": 14, "b": 1, "c": 1}
 
 
 def test_a_key_alone_takes_every_slot() -> None:
-    rt = runtime("redis://127.0.0.1:1/0", slots=16, reserve=2)
+    ln = lane(slots=16, reserve=2)
     for _ in range(16):
-        assert rt._take_slot("m", True, "a") is not None
+        assert ln.take("m", True, "a") is not None
 
 
 @pytest.fixture
@@ -114,20 +110,21 @@ async def test_finder_takes_the_longest_waiting_key_short_of_its_share(
 
 
 async def test_a_task_over_its_share_takes_a_waiting_keys_job(
-    redis: aioredis.Redis, redis_url: str
+    redis: aioredis.Redis, sync: redis.Redis
 ) -> None:
     store = JobStore(redis, retention_s=600, bounds=QueueBounds(interactive=50, batch=50))
-    rt = runtime(redis_url, slots=4, reserve=1)
-    try:
-        for _ in range(3):
-            assert rt._take_slot("m", True, "a") is not None
-        assert rt._take_for_another("m", True, "a", frozenset()) is None  # nobody waits
-        job_id = (await store.submit(queued_record(SPEC, "d", Priority.INTERACTIVE))).job_id
-        meta = rt._finder.meta(job_id, "m", True)
-        assert (meta.model, meta.owner, meta.waiting) == ("m", "d", frozenset({"d"}))
-        taken = rt._take_for_another("m", True, "a", meta.waiting)
-        assert taken is not None and taken[1:] == (job_id, "d")
-        assert dict(rt.shares.held("m")) == {"a": 3, "d": 1}
-        assert rt._take_for_another("m", True, "a", meta.waiting) is None  # no slot left
-    finally:
-        rt.redis.close()
+    ln, finder = lane(slots=4, reserve=1), Finder(sync)
+
+    def find(held: dict[str, int], below: int) -> tuple[str, str] | None:
+        return finder.find("m", True, held, below)
+
+    for _ in range(3):
+        assert ln.take("m", True, "a") is not None
+    assert ln.take_for_another("m", True, "a", frozenset(), find) is None  # nobody waits
+    job_id = (await store.submit(queued_record(SPEC, "d", Priority.INTERACTIVE))).job_id
+    meta = finder.meta(job_id, "m", True)
+    assert (meta.model, meta.owner, meta.waiting) == ("m", "d", frozenset({"d"}))
+    taken = ln.take_for_another("m", True, "a", meta.waiting, find)
+    assert taken is not None and taken[1:] == (job_id, "d")
+    assert dict(ln.shares.held("m")) == {"a": 3, "d": 1}
+    assert ln.take_for_another("m", True, "a", meta.waiting, find) is None  # no slot left

@@ -1,25 +1,19 @@
-"""The jobs API's pure logic, and the worker's claim script against a real Redis."""
+"""The jobs API's pure logic (the worker's claim script: tests/unit/test_claim.py)."""
 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
-import msgspec
 import pytest
-import redis
 
 from api.errors import APIError
 from api.services.jobs_api import body_hash, to_job
 from api.services.store import view_status
 from api.validation import job_submission, parse_deadline
-from protocol.events import decode_event, expired_unstarted, template
-from protocol.jobs import JobRecord, record_to_hash
-from protocol.keys import LEASES, QUEUED, events_key, job_key
+from protocol.jobs import JobRecord
 from protocol.settings import ServerSettings
 from protocol.states import JobStatus, Priority
-from workers.runtime import _CLAIM
 
 CFG = ServerSettings(max_tokens_cap=100)
 
@@ -73,38 +67,3 @@ def test_queued_job_past_its_deadline_reads_expired() -> None:
     assert view_status(running, now=200.0) is JobStatus.RUNNING
     assert to_job(record, position=3).status is JobStatus.EXPIRED
     assert to_job(record, position=3).queue_position is None
-
-
-def test_claim_script_expires_a_job_past_its_deadline(redis_url: str) -> None:
-    client = redis.Redis.from_url(redis_url)
-    claim = client.register_script(_CLAIM)
-    now = time.time()
-    late = JobRecord(id="late", model="m", status=JobStatus.QUEUED, deadline=now - 1)
-    ok = JobRecord(id="ok", model="m", status=JobStatus.QUEUED, deadline=now + 60)
-    for record in (late, ok):
-        client.hset(job_key(record.id), mapping=record_to_hash(record))  # type: ignore[arg-type]
-        client.hset(job_key(record.id), "msg", "m")
-    args = ["w-1", now, template(expired_unstarted()), 600, 15_000]
-    try:
-        late_keys = [job_key("late"), events_key("late"), LEASES, QUEUED]
-        outcome = claim(keys=late_keys, args=[*args, "late"])
-        assert outcome[:3] == [b"expired", 0, 1]
-        fields = client.hgetall(job_key("late"))
-        assert fields[b"status"] == b"expired" and b"msg" not in fields
-        assert b"started_at" not in fields and 0 < client.ttl(job_key("late")) <= 600
-        [(entry_id, data)] = client.xrange(events_key("late"))
-        assert entry_id == b"1-1"
-        assert decode_event(data[b"data"]) == msgspec.structs.replace(expired_unstarted(), seq=1)
-        again = claim(keys=late_keys, args=[*args, "late"])
-        assert again[0] == b"skip:expired"
-        assert client.zscore(LEASES, "late") is None
-        client.zadd(QUEUED, {"ok": 1})
-        keys = [job_key("ok"), events_key("ok"), LEASES, QUEUED]
-        claimed = claim(keys=keys, args=[*args, "ok"])
-        assert claimed[:2] == [b"claimed", 1]
-        assert client.hget(job_key("ok"), "msg") is None
-        assert client.hget(job_key("ok"), "task") == b"m"  # the reaper re-sends it
-        assert client.zscore(LEASES, "ok") is not None
-        assert client.zscore(QUEUED, "ok") is None
-    finally:
-        client.close()

@@ -96,20 +96,20 @@ async def test_the_count_is_exact_through_every_path(
     assert_exact(sync)
     rt = worker(redis_url)
     try:
-        assert rt._claim_job(a[1]).outcome == "claimed"
-        assert rt._claim_job(a[1]).outcome == "skip:running"
-        assert rt._claim_job(a[0]).outcome == "skip:cancelled"
-        assert rt._claim_job(batch[0]).outcome == "claimed"
+        assert rt.claimer.claim(a[1]).outcome == "claimed"
+        assert rt.claimer.claim(a[1]).outcome == "skip:running"
+        assert rt.claimer.claim(a[0]).outcome == "skip:cancelled"
+        assert rt.claimer.claim(batch[0]).outcome == "claimed"
         assert_exact(sync)
         # Its worker died: the lease lapses and the reaper puts the job back in the queue.
         sync.zadd(LEASES, {a[1]: 0})
         assert rt.reaper.reap("test") == {a[1]: "requeued"}
         assert_exact(sync)
-        assert rt._claim_job(a[1]).outcome == "claimed"
+        assert rt.claimer.claim(a[1]).outcome == "claimed"
         # A worker shutting down hands a running job back.
         assert rt.reaper.hand_back(batch[0], 1) == "handed_back"
         assert_exact(sync)
-        assert rt._claim_job(batch[0]).outcome == "claimed"
+        assert rt.claimer.claim(batch[0]).outcome == "claimed"
         assert_exact(sync)
     finally:
         rt.redis.close()

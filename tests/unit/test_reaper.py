@@ -13,9 +13,9 @@ from protocol.events import StatusEvent, TokenEvent, decode_event
 from protocol.keys import LEASES, QUEUED, events_key, job_key
 from protocol.meter import token_meter
 from protocol.states import JobStatus
+from workers.prepare import ResumeState, resume_state
 from workers.reaper import Reaper
 from workers.requeue import list_of
-from workers.runtime import ResumeState, resume_state
 from workers.sink import JobWrite, RedisSink
 
 TASK = msgspec.json.encode({"properties": {"priority": 6, "delivery_tag": "t1"}}).decode()

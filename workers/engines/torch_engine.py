@@ -7,8 +7,11 @@ All jobs live in a slot KV cache (:mod:`workers.engines.slot_cache`): per layer 
 ``[max_batch, kv_heads, capacity, head_dim]`` buffer, where row ``i`` is the ``i``-th
 running job and each row has its own length. Decode writes each row's new key/value at
 that row's own position and attends over ``[:B, :, :max_len]`` with an explicit 4D mask
-and per-row ``position_ids``, so jobs that joined at different steps share one forward.
-A finishing job's row is refilled by the last row (rows stay contiguous).
+and per-row ``position_ids`` (built in :mod:`workers.engines.torch_batch`), so jobs that
+joined at different steps share one forward. A finishing job's row is refilled by the last
+row (rows stay contiguous). This module keeps the rows: which jobs wait, which run, how
+long each is, what each samples (:mod:`workers.sampling`); :mod:`workers.engines.torch_model`
+reads the model directory's dtype and special tokens.
 
 Limits: full (not sliding-window) attention through the model's ``cache.update`` hook,
 as in Llama, Mistral, Qwen and Phi families. ``forced_ids`` (a resumed attempt's tokens)
@@ -19,21 +22,21 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
-import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 
 from workers.chat import ChatTemplate, load_chat_template
 from workers.engines.base import EngineJob, StepOutput
 from workers.engines.slot_cache import SlotCache
+from workers.engines.torch_batch import Forward, decode_forward, mixed_forward, prefill_forward
+from workers.engines.torch_model import bos_of, eos_ids, fit_threads, load_model, with_one_bos
 from workers.sampling import RowSampling, make_generator, sample
 
 __all__ = ["SlotCache", "TorchEngine"]
@@ -44,10 +47,6 @@ PREFILL_TOKEN_BUDGET = 8192
 MIXED_TOKEN_BUDGET = 2048
 """Most (padded) tokens of a step that decodes running jobs and prefills new ones in one
 forward; bigger arrivals get their own prefill forward (see ``TorchEngine._mixable``)."""
-
-KV_BUCKET = 32
-"""Decode attends over a multiple of this many positions (masked beyond each row's length),
-so attention kernels see few distinct shapes (cuDNN would plan every new length anew)."""
 
 _CUDA_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 """SDPA backends on CUDA: cuDNN's is left out, it builds a plan per key length (~15 ms)."""
@@ -100,24 +99,22 @@ class TorchEngine:
 
         model_dir = Path(model_dir)
         if self.device == "cpu":
-            _fit_threads()
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=_dtype_for(self.device), attn_implementation="sdpa"
-        )
-        self._model = model.to(self.device).eval()
+            fit_threads()
+        self._model = load_model(model_dir, self.device)
         self._tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self._chat = load_chat_template(model_dir)
         params = inspect.signature(self._model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
-        self._eos = _eos_ids(self._model)
-        self._bos, self._add_bos = _bos(model_dir, self._model)
+        self._eos = eos_ids(self._model)
+        self._bos, self._add_bos = bos_of(model_dir, self._model)
         self._cache = SlotCache(self.max_batch, self.max_seq_len)
 
     def memory_bytes(self) -> int:
         """Bytes of the loaded weights and buffers (0 when nothing is loaded)."""
         if self._model is None:
             return 0
-        return int(self._model.get_memory_footprint())
+        footprint = cast(Callable[[], int], self._model.get_memory_footprint)  # untyped
+        return int(footprint())
 
     def unload(self) -> None:
         """Drop the model, the tokenizer and every job."""
@@ -171,13 +168,7 @@ class TorchEngine:
         result starts with exactly one.
         """
         ids: list[int] = list(self._require_tokenizer().encode(text).ids)
-        if self._bos is None:
-            return ids
-        while len(ids) >= 2 and ids[0] == ids[1] == self._bos:
-            ids.pop(0)
-        if self._add_bos and (not ids or ids[0] != self._bos):
-            ids.insert(0, self._bos)
-        return ids
+        return with_one_bos(ids, self._bos, self._add_bos)
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self._require_tokenizer().decode(list(ids), skip_special_tokens=True))
@@ -191,15 +182,12 @@ class TorchEngine:
 
     def _decode(self, model: PreTrainedModel) -> list[StepOutput]:
         """One forward over every running row, each at its own position."""
-        device = model.device
         rows = self._running
-        ids = torch.tensor([[r.last] for r in rows], device=device)
-        positions = torch.tensor([r.length for r in rows], device=device)
-        needed = min(_round_up(max(r.length for r in rows) + 1, KV_BUCKET), self.max_seq_len)
-        self._cache.for_decode(positions, needed)
-        span = torch.arange(needed, device=device)
-        mask = _additive(span[None, :] <= positions[:, None], model.dtype)[:, None, None, :]
-        logits = self._forward(model, ids, positions[:, None], mask)
+        lasts, lengths = [r.last for r in rows], [r.length for r in rows]
+        forward = decode_forward(
+            self._cache, lasts, lengths, self.max_seq_len, model.device, model.dtype
+        )
+        logits = self._forward(model, forward)
         for r in rows:
             r.length += 1
         return self._advance(list(rows), logits)
@@ -270,26 +258,13 @@ class TorchEngine:
 
     def _mixed(self, model: PreTrainedModel, group: list[_Running]) -> list[StepOutput]:
         """One forward: a new token for every running row and the prompt of every new one."""
-        device = model.device
         decoding = list(self._running)
         tokens = [[r.last] for r in decoding] + [_tokens(r.job) for r in group]
         starts = [r.length for r in decoding] + [0] * len(group)
-        counts = [len(t) for t in tokens]
-        width = max(counts)
-        ids = torch.tensor([[0] * (width - len(t)) + t for t in tokens], device=device)
-        start = torch.tensor(starts, device=device)[:, None]
-        offset = torch.tensor([width - c for c in counts], device=device)[:, None]
-        span = torch.arange(width, device=device)[None, :]
-        positions = (start + span - offset).clamp(min=0)
-        needed = max(a + c for a, c in zip(starts, counts, strict=True))
-        needed = min(_round_up(needed, KV_BUCKET), self.max_seq_len)
-        self._cache.for_mixed(starts, counts, needed)
-        key = torch.arange(needed, device=device)[None, None, :]
-        real = span[:, :, None] >= offset[:, :, None]
-        visible = (key <= positions[:, :, None]) & real
-        visible = visible | (~real & (key == 0))  # padded queries see one key: no NaN
-        mask = _additive(visible, model.dtype)[:, None]
-        logits = self._forward(model, ids, positions, mask)
+        forward = mixed_forward(
+            self._cache, tokens, starts, self.max_seq_len, model.device, model.dtype
+        )
+        logits = self._forward(model, forward)
         for r in decoding:
             r.length += 1
         for r, t in zip(group, tokens[len(decoding) :], strict=True):
@@ -305,43 +280,29 @@ class TorchEngine:
 
     def _prefill(self, model: PreTrainedModel, group: list[_Running]) -> list[StepOutput]:
         """Left-padded prefill of ``group`` into fresh rows; samples each first token."""
-        device = model.device
         tokens = [_tokens(r.job) for r in group]
-        width = max(len(t) for t in tokens)
-        pads = [width - len(t) for t in tokens]
-        ids = torch.tensor([[0] * p + t for p, t in zip(pads, tokens, strict=True)], device=device)
-        pad = torch.tensor(pads, device=device)[:, None]
-        positions = (torch.arange(width, device=device)[None, :] - pad).clamp(min=0)
         first = len(self._running)
-        self._cache.for_prefill(
-            [(first + b, p, len(t)) for b, (p, t) in enumerate(zip(pads, tokens, strict=True))]
-        )
-        mask = _additive(_prefill_visible(pad, width), model.dtype)[:, None]
-        logits = self._forward(model, ids, positions, mask)
+        forward = prefill_forward(self._cache, tokens, first, model.device, model.dtype)
+        logits = self._forward(model, forward)
         for r, t in zip(group, tokens, strict=True):
             r.length = len(t)
         self._running += group
         return self._advance(group, logits)
 
-    def _forward(
-        self,
-        model: PreTrainedModel,
-        ids: torch.Tensor,
-        positions: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> torch.Tensor:
+    def _forward(self, model: PreTrainedModel, forward: Forward) -> torch.Tensor:
         """Last-position logits ``[B, V]`` of one forward through the slot cache."""
-        kernels = sdpa_kernel(_CUDA_SDPA) if ids.is_cuda else contextlib.nullcontext()
+        kernels = sdpa_kernel(_CUDA_SDPA) if forward.ids.is_cuda else contextlib.nullcontext()
         with kernels:
             out = model(
-                input_ids=ids,
-                position_ids=positions,
-                attention_mask=mask,
+                input_ids=forward.ids,
+                position_ids=forward.positions,
+                attention_mask=forward.mask,
                 use_cache=True,
                 logits_to_keep=1,
                 **{self._cache_kwarg: self._cache},
             )
-        return out.logits[:, -1]
+        logits: torch.Tensor = out.logits[:, -1]
+        return logits
 
     def _advance(self, rows: list[_Running], logits: torch.Tensor) -> list[StepOutput]:
         """Sample a token for each of ``rows``, report it, release finished rows."""
@@ -387,10 +348,6 @@ class TorchEngine:
         return self._tokenizer
 
 
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
-
-
 def _tokens(job: EngineJob) -> list[int]:
     return [*job.prompt_ids, *job.forced_ids]
 
@@ -403,51 +360,3 @@ def _row_sampling(job: EngineJob) -> RowSampling:
         top_k=params.top_k,
         generator=make_generator(params.seed, job.sampled),
     )
-
-
-def _prefill_visible(pad: torch.Tensor, width: int) -> torch.Tensor:
-    """``[B, q, k]``: causal, left padding hidden (a padded query sees itself, avoiding NaN)."""
-    span = torch.arange(width, device=pad.device)
-    key, query = span[None, None, :], span[None, :, None]
-    visible = (key <= query) & (key >= pad[:, :, None])
-    return visible | (key == query)
-
-
-def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """A boolean visibility mask as an additive float mask (0 or the dtype's minimum)."""
-    zero = torch.zeros((), dtype=dtype, device=visible.device)
-    return torch.where(visible, zero, torch.finfo(dtype).min)
-
-
-def _fit_threads() -> None:
-    """Use at most the cores this process may run on (containers often see the host's)."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if usable and torch.get_num_threads() > usable:
-        torch.set_num_threads(usable)
-
-
-def _dtype_for(device: str) -> torch.dtype:
-    if not device.startswith("cuda"):
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def _eos_ids(model: PreTrainedModel) -> frozenset[int]:
-    """EOS ids of the config and the generation config (each an int or a list)."""
-    eos: set[int] = set()
-    sources: list[Any] = [model.config]
-    if model.generation_config is not None:
-        sources.append(model.generation_config)
-    for source in sources:
-        value = getattr(source, "eos_token_id", None)
-        eos.update([value] if isinstance(value, int) else list(value or []))
-    return frozenset(eos)
-
-
-def _bos(model_dir: Path, model: PreTrainedModel) -> tuple[int | None, bool]:
-    """The BOS id, and whether the tokenizer config asks for it (``add_bos_token``)."""
-    path = model_dir / "tokenizer_config.json"
-    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    bos = getattr(model.config, "bos_token_id", None)
-    bos = bos if isinstance(bos, int) else None
-    return bos, bool(config.get("add_bos_token", False)) and bos is not None
