@@ -37,9 +37,9 @@ from api.errors import APIError
 from api.render import chat_response, completion_response
 from api.services.batches import ParsedFile, Prepared, error_line, parse_input
 from api.services.files import FileStore
-from api.services.jobs import Result, status_for_error
+from api.services.generation import Result, status_for_error
+from api.services.job_store import JobStore, QueueFull
 from api.services.models import LiveModels
-from api.services.store import JobStore, QueueFull
 from protocol.batches import (
     BatchError,
     BatchErrors,

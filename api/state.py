@@ -18,8 +18,8 @@ from api.security.revocation import KeyWatcher
 from api.services.batches import BatchStore
 from api.services.file_quota import FileQuota
 from api.services.files import FileStore
+from api.services.job_store import JobStore, QueueBounds
 from api.services.models import LiveModels
-from api.services.store import JobStore, QueueBounds
 from protocol.settings import Settings
 
 

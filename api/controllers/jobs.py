@@ -17,7 +17,7 @@ from api.controllers.openai import owner_of
 from api.errors import invalid_request
 from api.openapi import ERRORS, MIN_0, EventsOperation, JobSubmissionOperation
 from api.security.limits import METERED
-from api.services import jobs, jobs_api
+from api.services import generation, jobs_api
 from api.state import Resources
 from protocol.jobs_api import Job, JobList
 from protocol.states import JobStatus
@@ -71,7 +71,7 @@ class JobsController(Controller):
         new = validation.job_submission(raw, res.settings.server)
         idem = _idempotency_key(request)
         await res.models.require(new.spec.model)
-        await jobs.check_context(res.models, new.spec, param="body.max_tokens")
+        await generation.check_context(res.models, new.spec, param="body.max_tokens")
         job, replayed = await jobs_api.submit(res.store, owner_of(request), new, idem, raw)
         headers = {"Location": f"/v1/jobs/{job.id}"}
         if replayed:

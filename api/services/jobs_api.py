@@ -1,6 +1,6 @@
 """The jobs API's service layer: submit, read, list, cancel and replay jobs (``/v1/jobs``).
 
-Controllers decode and check; these functions talk to :class:`api.services.store.JobStore`
+Controllers decode and check; these functions talk to :class:`api.services.job_store.JobStore`
 and the relay, and turn records into :class:`protocol.jobs_api.Job`.
 """
 
@@ -18,8 +18,8 @@ from api.relay import Relay, RelayUnavailable, StreamCut
 from api.render import PING
 from api.security.limits import Limiter, Policy
 from api.security.revocation import Watch
-from api.services.jobs import queue_full
-from api.services.store import IdempotencyConflict, JobStore, QueueFull, Snapshot, view_status
+from api.services.generation import queue_full
+from api.services.job_store import IdempotencyConflict, JobStore, QueueFull, Snapshot, view_status
 from protocol.events import Event, encode_event, is_final
 from protocol.jobs import JobRecord, JobSpec, queued_record
 from protocol.jobs_api import Job, JobList, JobTimings

@@ -7,8 +7,8 @@ sender task drains the outbox into the socket.
 
 * **Several jobs per socket**: one forwarder per job, all writing to the one outbox.
 * **Closing cancels what the socket started**: jobs from ``generate`` follow
-  :func:`api.services.jobs.follow`, which cancels a job abandoned before its end (shielded);
-  jobs it only ``subscribe``\\d to are left running.
+  :func:`api.services.generation.follow`, which cancels a job abandoned before its end
+  (shielded); jobs it only ``subscribe``\\d to are left running.
 * **A slow reader stalls nobody**: the outbox is bounded (:data:`OUTBOX_SIZE` frames). When
   it is full the socket is closed with :data:`protocol.ws.CLOSE_OVERLOADED` (its jobs are
   cancelled as on any close); the relay pauses a full subscriber on its own, so neither
@@ -47,7 +47,7 @@ from api.relay import RelayUnavailable
 from api.security import audit
 from api.security.keys import Credential, refusal
 from api.security.limits import MessageBudget, Policy, rate_limited
-from api.services import jobs
+from api.services import generation
 from api.state import Resources
 from protocol import ws
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
@@ -250,18 +250,19 @@ class Session:
         await self._recheck()
         spec = parse_generate(msg, self.res)
         await self.res.models.require(spec.model)
-        await jobs.check_context(self.res.models, spec, param="body.max_tokens")
+        await generation.check_context(self.res.models, spec, param="body.max_tokens")
         await self._admit(metered=True)
         slot = await self.res.limiter.open_stream(self.policy)
         try:
-            job_id = await jobs.submit(self.res.store, spec, self.owner, Priority.INTERACTIVE)
+            job_id = await generation.submit(self.res.store, spec, self.owner, Priority.INTERACTIVE)
         except BaseException:
             if self.policy is not None and slot is not None:
                 await self.res.limiter.close_stream(self.policy, slot)
             raise
         self.outbox.put(ws.JobAccepted(job_id=job_id, model=spec.model, ref=msg.ref))
         res = self.res
-        events = jobs.follow(res.relay, res.redis, job_id, res.settings.redis.retention_s, IDLE_S)
+        retention_s = res.settings.redis.retention_s
+        events = generation.follow(res.relay, res.redis, job_id, retention_s, IDLE_S)
         self._forward(job_id, res.limiter.leased(events, self.policy, slot), op, spec.model)
 
     async def subscribe(self, job_id: str, after: int) -> None:
@@ -339,7 +340,7 @@ class Session:
                 completion_tokens=last.usage.completion_tokens,
             )
         elif isinstance(last, ErrorEvent) and is_final(last):
-            status = jobs.status_for_error(last.error)
+            status = generation.status_for_error(last.error)
         self._audit(op, status, **fields)
 
     def _audit(self, op: Op, status: int, **fields: Any) -> None:

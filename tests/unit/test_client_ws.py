@@ -184,7 +184,7 @@ async def test_store_failures_become_error_frames() -> None:
 
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from api.services.store import JobStore
+    from api.services.job_store import JobStore
 
     store = MagicMock(spec=JobStore)
     store.cancel = AsyncMock(side_effect=RedisConnectionError("down"))

@@ -13,8 +13,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from api.services.jobs import cancel as cancel_any
-from api.services.store import JobStore, KeyShareFull, QueueBounds, QueueFull
+from api.services.generation import cancel as cancel_any
+from api.services.job_store import JobStore, KeyShareFull, QueueBounds, QueueFull
 from protocol.jobs import JobSpec, SamplingParams, queued_record
 from protocol.keys import LEASES, QUEUED, job_key, queue_name
 from protocol.queued import key_live_key, keys_index_key, live_key

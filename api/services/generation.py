@@ -1,9 +1,11 @@
-"""Jobs from the API's side: submit one, cancel one, follow or collect its event log.
+"""The OpenAI generation path: the jobs behind ``/v1/completions``, ``/v1/chat/completions``
+and a ``/ws`` ``generate``: submit one, follow or collect its event log, cancel it when its
+client goes away. (``/v1/jobs`` is :mod:`api.services.jobs_api`.)
 
 Submission contract (the workers rely on it): in one atomic script, the job hash
 ``uml:job:{id}`` is written with status ``queued`` and the retention TTL, and the Celery task
 ``uml.generate`` (``task_id = job id``) is pushed onto ``model.<name>`` (see
-:mod:`api.enqueue` and :mod:`api.services.store`).
+:mod:`api.enqueue` and :mod:`api.services.job_store`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from msgspec import Struct
 from api.errors import APIError, unavailable
 from api.relay import Relay, RelayUnavailable, StreamCut
 from api.security.revocation import Watch
+from api.services.job_store import JobStore, KeyShareFull, QueueFull
 from api.services.models import LiveModels
-from api.services.store import JobStore, KeyShareFull, QueueFull
 from protocol.events import (
     FINALIZE_LUA,
     DoneEvent,
