@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from api.errors import APIError, invalid_request, not_supported
-from api.services.jobs_api import NewJob
+from api.services.jobs import NewJob
 from protocol.jobs import JobSpec, SamplingParams
 from protocol.jobs_api import (
     MAX_METADATA_KEY_CHARS,

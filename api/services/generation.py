@@ -1,6 +1,6 @@
 """The OpenAI generation path: the jobs behind ``/v1/completions``, ``/v1/chat/completions``
 and a ``/ws`` ``generate``: submit one, follow or collect its event log, cancel it when its
-client goes away. (``/v1/jobs`` is :mod:`api.services.jobs_api`.)
+client goes away. (``/v1/jobs`` is :mod:`api.services.jobs`.)
 
 Submission contract (the workers rely on it): in one atomic script, the job hash
 ``uml:job:{id}`` is written with status ``queued`` and the retention TTL, and the Celery task

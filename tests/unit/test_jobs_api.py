@@ -12,7 +12,7 @@ import redis
 
 from api.errors import APIError
 from api.services.job_store import view_status
-from api.services.jobs_api import body_hash, to_job
+from api.services.jobs import body_hash, to_job
 from api.validation import job_submission, parse_deadline
 from protocol.events import decode_event, expired_unstarted, template
 from protocol.jobs import JobRecord, record_to_hash

@@ -1,7 +1,8 @@
-"""The jobs API's service layer: submit, read, list, cancel and replay jobs (``/v1/jobs``).
+"""The ``/v1/jobs`` service: submit, read, list, cancel and replay background jobs.
 
-Controllers decode and check; these functions talk to :class:`api.services.job_store.JobStore`
-and the relay, and turn records into :class:`protocol.jobs_api.Job`.
+The controllers (:mod:`api.controllers.jobs`) decode and check; these functions talk to
+:class:`api.services.job_store.JobStore` and the relay, and turn records into
+:class:`protocol.jobs_api.Job`. The sync OpenAI calls' jobs are :mod:`api.services.generation`.
 """
 
 from __future__ import annotations
