@@ -19,7 +19,7 @@ from api.openapi import ERRORS, MIN_0, EventsOperation, JobSubmissionOperation
 from api.security.limits import METERED
 from api.services import generation, jobs
 from api.state import Resources
-from protocol.jobs_api import Job, JobList
+from protocol.jobs import Job, JobList
 from protocol.states import JobStatus
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255

@@ -2,7 +2,7 @@
 
 The controllers (:mod:`api.controllers.jobs`) decode and check; these functions talk to
 :class:`api.services.job_store.JobStore` and the relay, and turn records into
-:class:`protocol.jobs_api.Job`. The sync OpenAI calls' jobs are :mod:`api.services.generation`.
+:class:`protocol.jobs.Job`. The sync OpenAI calls' jobs are :mod:`api.services.generation`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from api.security.revocation import Watch
 from api.services.generation import queue_full
 from api.services.job_store import IdempotencyConflict, JobStore, QueueFull, Snapshot, view_status
 from protocol.events import Event, encode_event, is_final
-from protocol.jobs import JobRecord, JobSpec, queued_record
-from protocol.jobs_api import Job, JobList, JobTimings
+from protocol.jobs import Job, JobList, JobRecord, JobSpec, JobTimings, queued_record
 from protocol.meter import token_meter
 from protocol.states import TERMINAL, JobStatus, Priority
 
