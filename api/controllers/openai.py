@@ -78,7 +78,6 @@ async def _run(
     await generation.check_context(res.models, spec)
     policy = res.limiter.policy(request.user)
     stream_slot = await res.limiter.open_stream(policy) if req.stream else None
-    retention_s = res.settings.redis.retention_s
     try:
         job_id = await generation.submit(res.store, spec, owner_of(request))
     except BaseException:  # a full queue: give the stream slot back at once
@@ -94,7 +93,7 @@ async def _run(
         watch = res.watcher.watch(request.auth)
         ping_s = res.settings.server.sse_ping_s
         events = res.limiter.leased(
-            generation.follow(res.relay, res.redis, job_id, retention_s, ping_s, watch),
+            generation.follow(res.relay, res.store, job_id, ping_s, watch),
             policy,
             stream_slot,
         )
@@ -105,7 +104,7 @@ async def _run(
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     result = await generation.collect_or_cancel(
-        res.relay, res.redis, job_id, retention_s, lambda: _disconnected(request)
+        res.relay, res.store, job_id, lambda: _disconnected(request)
     )
     if result is None:  # the client left; nobody reads this
         return Response(b"", status_code=499)

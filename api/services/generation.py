@@ -10,11 +10,9 @@ Submission contract (the workers rely on it): in one atomic script, the job hash
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
-import redis.asyncio as aioredis
 from msgspec import Struct
 
 from api.errors import APIError, unavailable
@@ -22,18 +20,8 @@ from api.relay import Relay, RelayUnavailable, StreamCut
 from api.security.revocation import Watch
 from api.services.job_store import JobStore, KeyShareFull, QueueFull
 from api.services.models import LiveModels
-from protocol.events import (
-    FINALIZE_LUA,
-    DoneEvent,
-    ErrorEvent,
-    Event,
-    TokenEvent,
-    cancelled_unstarted,
-    is_final,
-    template,
-)
+from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
 from protocol.jobs import MIN_PROMPT_TOKENS, JobSpec, exceeds_context, queued_record
-from protocol.keys import events_key, job_key
 from protocol.meter import token_meter
 from protocol.openai import ErrorInfo, Usage
 from protocol.states import Priority
@@ -109,36 +97,12 @@ def queue_full(exc: QueueFull, store: JobStore) -> APIError:
     )
 
 
-# KEYS: job, events. ARGV: now, retention, the cancelled event template. A queued job ends
-# now (leaving the live queued count at once); a running one is flagged for its worker.
-_CANCEL_ANY = (
-    FINALIZE_LUA
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'cancel', '1')
-if redis.call('HGET', KEYS[1], 'status') == 'queued' then
-  finalize(KEYS[1], KEYS[2], 'cancelled', ARGV[1], ARGV[3], tonumber(ARGV[2]))
-else
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
-return 1
-"""
-)
-_CANCELLED = template(cancelled_unstarted())
-
-
-async def cancel(redis: aioredis.Redis, job_id: str, retention_s: int) -> None:
-    """End a queued job now; set the cancel flag a running job's scheduler checks every
-    iteration."""
-    keys = [job_key(job_id), events_key(job_id)]
-    await redis.eval(_CANCEL_ANY, len(keys), *keys, time.time(), retention_s, _CANCELLED)
-
-
-async def cancel_shielded(redis: aioredis.Redis, job_id: str, retention_s: int) -> None:
-    """:func:`cancel` that survives the cancellation of its caller (client disconnect)."""
+async def cancel_shielded(store: JobStore, job_id: str) -> None:
+    """Cancel an abandoned job (:meth:`JobStore.cancel`, any owner's), surviving the
+    cancellation of its caller (client disconnect)."""
     with anyio.CancelScope(shield=True), anyio.move_on_after(5):
         try:
-            await cancel(redis, job_id, retention_s)
+            await store.cancel(job_id, None)
         except Exception:  # best effort: the worker's deadline still bounds the job
             pass
 
@@ -172,9 +136,8 @@ async def collect(relay: Relay, job_id: str) -> Result:
 
 async def collect_or_cancel(
     relay: Relay,
-    redis: aioredis.Redis,
+    store: JobStore,
     job_id: str,
-    retention_s: int,
     disconnected: Callable[[], Awaitable[None]],
 ) -> Result | None:
     """:func:`collect`, unless ``disconnected`` returns first: then cancel the job, ``None``."""
@@ -194,15 +157,14 @@ async def collect_or_cancel(
     if isinstance(outcome, BaseException):
         raise outcome
     if outcome is None and not relay.draining:
-        await cancel_shielded(redis, job_id, retention_s)
+        await cancel_shielded(store, job_id)
     return outcome
 
 
 async def follow(
     relay: Relay,
-    redis: aioredis.Redis,
+    store: JobStore,
     job_id: str,
-    retention_s: int,
     idle_s: float,
     watch: Watch | None = None,
 ) -> AsyncIterator[Event | None]:
@@ -232,4 +194,4 @@ async def follow(
         if watch is not None:
             watch.close()
         if not finished and not relay.draining:
-            await cancel_shielded(redis, job_id, retention_s)
+            await cancel_shielded(store, job_id)

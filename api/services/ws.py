@@ -261,8 +261,7 @@ class Session:
             raise
         self.outbox.put(ws.JobAccepted(job_id=job_id, model=spec.model, ref=msg.ref))
         res = self.res
-        retention_s = res.settings.redis.retention_s
-        events = generation.follow(res.relay, res.redis, job_id, retention_s, IDLE_S)
+        events = generation.follow(res.relay, res.store, job_id, IDLE_S)
         self._forward(job_id, res.limiter.leased(events, self.policy, slot), op, spec.model)
 
     async def subscribe(self, job_id: str, after: int) -> None:
