@@ -10,12 +10,12 @@ from typing import cast
 import redis.asyncio as aioredis
 from litestar.datastructures import State
 
-from api.batch_runner import BatchRunner
 from api.relay import Relay
 from api.security.keys import Authenticator, KeyStore, load_bootstrap
 from api.security.limits import Limiter
 from api.security.revocation import KeyWatcher
-from api.services.batches import BatchStore
+from api.services.batches.runner import BatchRunner
+from api.services.batches.store import BatchStore
 from api.services.file_quota import FileQuota
 from api.services.files import FileStore
 from api.services.job_store import JobStore, QueueBounds

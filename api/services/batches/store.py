@@ -2,7 +2,7 @@
 input file into prepared requests and error lines.
 
 A batch is the hash ``uml:batch:{id}`` (:func:`to_batch` reads it); the
-:class:`api.batch_runner.BatchRunner` drives it through OpenAI's states::
+:class:`api.services.batches.runner.BatchRunner` drives it through OpenAI's states::
 
     validating ─┬─> in_progress ──> finalizing ──> completed
                 └─> failed           │ cancel        (no request could be read)
