@@ -2,7 +2,7 @@
 
 Each API process runs one :class:`BatchRunner` task. Every ``tick_s`` it tries to take (or
 renew) the lease ``uml:batches:runner``; the holder advances each batch in
-``uml:batches:active`` one step (see :mod:`api.services.batches.store` for the states). If the
+``uml:batches:active`` one step (see :mod:`api.services.batches` for the states). If the
 holder dies another replica takes over when the lease lapses, and carries on where it
 stopped: every step is idempotent.
 
@@ -35,7 +35,7 @@ from redis.exceptions import RedisError, WatchError
 
 from api.errors import APIError
 from api.render import chat_response, completion_response
-from api.services.batches.store import ParsedFile, Prepared, error_line, parse_input
+from api.services.batches.parse import ParsedFile, Prepared, error_line, parse_input
 from api.services.files import FileStore
 from api.services.generation import Result, status_for_error
 from api.services.job_store import JobStore, QueueFull
