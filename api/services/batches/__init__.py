@@ -3,6 +3,8 @@
 - :mod:`~api.services.batches.store`: the batch records: create, read, list, cancel;
 - :mod:`~api.services.batches.parse`: an input file checked at upload and parsed into
   prepared requests and error lines when its batch runs (pure);
+- :mod:`~api.services.batches.results`: a finished job's line in the output or error file
+  (pure);
 - :mod:`~api.services.batches.runner`: the :class:`~api.services.batches.runner.BatchRunner`
   task that drives every unfinished batch through OpenAI's states::
 

@@ -34,20 +34,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from api.errors import APIError
-from api.render import chat_response, completion_response
 from api.services.batches.parse import ParsedFile, Prepared, error_line, parse_input
+from api.services.batches.results import JOB_FIELDS, STOPPED, result_line
 from api.services.files import FileStore
-from api.services.generation import Result, status_for_error
 from api.services.job_store import JobStore, QueueFull
 from api.services.models import LiveModels
-from protocol.batches import (
-    BatchError,
-    BatchErrors,
-    BatchStatus,
-    LineError,
-    LineResponse,
-    OutputLine,
-)
+from protocol.batches import BatchError, BatchErrors, BatchStatus
 from protocol.jobs import MIN_PROMPT_TOKENS, exceeds_context, queued_record
 from protocol.keys import (
     BATCH_RUNNER_LEASE,
@@ -58,7 +50,6 @@ from protocol.keys import (
     job_key,
     reply_text,
 )
-from protocol.openai import ErrorInfo, ErrorResponse, Usage
 from protocol.settings import Settings
 from protocol.states import TERMINAL, JobStatus, Priority
 
@@ -96,17 +87,6 @@ if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], ARGV[3], ARGV[4])
 return 1
 """
-
-JOB_FIELDS = (
-    "status",
-    "text",
-    "finish_reason",
-    "usage",
-    "error",
-    "metadata",
-    "created_at",
-    "model",
-)
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -391,7 +371,7 @@ class BatchRunner:
             status = reply_text(job["status"])
             if status and JobStatus(status) not in TERMINAL:
                 continue
-            target, line, usage = self._result_line(batch_id, fields, job_id, job, reason)
+            target, line, usage = result_line(fields["endpoint"], job_id, job, reason)
             ok = target == "out"
             await self._settle(
                 keys=keys,
@@ -405,55 +385,6 @@ class BatchRunner:
                     usage.completion_tokens if usage else 0,
                 ],
             )
-
-    def _result_line(
-        self,
-        batch_id: str,
-        fields: dict[str, str],
-        job_id: str,
-        job: dict[str, Any],
-        reason: str | None,
-    ) -> tuple[str, OutputLine, Usage | None]:
-        """The output-file (``out``) or error-file (``err``) line of a finished job."""
-        metadata = msgspec.json.decode(job["metadata"]) if job["metadata"] else {}
-        custom_id = metadata.get("custom_id")
-        line_id = f"batch_req_{job_id}"
-        status = reply_text(job["status"])
-        usage = msgspec.json.decode(job["usage"], type=Usage) if job["usage"] else None
-        if status == JobStatus.SUCCEEDED:
-            result = Result(
-                text=reply_text(job["text"]),
-                finish_reason=reply_text(job["finish_reason"]) or "stop",
-                usage=usage or Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
-            )
-            created = int(float(reply_text(job["created_at"]) or 0))
-            chat = fields["endpoint"] == "/v1/chat/completions"
-            render = chat_response if chat else completion_response
-            body = render(job_id, reply_text(job["model"]), created, result)
-            response = LineResponse(
-                status_code=200, request_id=job_id, body=msgspec.Raw(_encode(body))
-            )
-            return "out", OutputLine(id=line_id, custom_id=custom_id, response=response), usage
-        if status == JobStatus.FAILED and job["error"]:
-            info = msgspec.json.decode(job["error"], type=ErrorInfo)
-            response = LineResponse(
-                status_code=status_for_error(info),
-                request_id=job_id,
-                body=msgspec.Raw(_encode(ErrorResponse(error=info))),
-            )
-            return "err", OutputLine(id=line_id, custom_id=custom_id, response=response), usage
-        if reason:
-            code, message = _STOPPED[reason]
-        elif status == JobStatus.EXPIRED:
-            code, message = _STOPPED["expired"]
-        elif status == JobStatus.CANCELLED:
-            code, message = "cancelled", "The request's job was cancelled"
-        else:
-            code, message = "job_lost", "The request's job record is gone"
-        line = OutputLine(
-            id=line_id, custom_id=custom_id, error=LineError(code=code, message=message)
-        )
-        return "err", line, usage
 
     # ---- stopping and finalizing ---------------------------------------------------------
 
@@ -476,7 +407,7 @@ class BatchRunner:
     async def _unfinished_lines(self, batch_id: str, reason: str) -> list[bytes]:
         """An error line for each todo line never submitted."""
         cursor = int(await self.redis.hget(batch_key(batch_id), "cursor") or 0)
-        code, message = _STOPPED[reason]
+        code, message = STOPPED[reason]
         lines: list[bytes] = []
         for item in await self.redis.lrange(batch_part_key(batch_id, "todo"), cursor, -1):
             p = _prepared.decode(item)
@@ -526,12 +457,3 @@ class BatchRunner:
         log.info(
             "batch %s %s: %d output lines, %d error lines", batch_id, final, len(out), len(err)
         )
-
-
-_STOPPED = {
-    "cancelled": ("batch_cancelled", "The batch was cancelled before this request finished"),
-    "expired": (
-        "batch_expired",
-        "This request could not be executed before the completion window expired",
-    ),
-}
