@@ -69,7 +69,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     batch = settings.batch
     quota = FileQuota(redis, batch.quota_bytes, batch.quota_files, batch.file_ttl_s)
     files = FileStore(redis, batch.file_ttl_s, quota)
-    runner = BatchRunner(redis, settings, store, files, models)
+    batches = BatchStore(redis, files, settings.batch.file_ttl_s)
+    runner = BatchRunner(redis, settings, store, files, models, batches)
     await runner.start()
     watcher = KeyWatcher(redis, settings.security.key_recheck_s)
     await watcher.start()
@@ -85,7 +86,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             limiter=Limiter(redis, settings.limits),
             store=store,
             files=files,
-            batches=BatchStore(redis, files, settings.batch.file_ttl_s),
+            batches=batches,
             batch_runner=runner,
         )
     finally:

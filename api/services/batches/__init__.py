@@ -3,6 +3,8 @@
 - :mod:`~api.services.batches.store`: the batch records: create, read, list, cancel;
 - :mod:`~api.services.batches.parse`: an input file checked at upload and parsed into
   prepared requests and error lines when its batch runs (pure);
+- :mod:`~api.services.batches.validate`: a batch's first step, its input file made into
+  the lines to run and the error lines;
 - :mod:`~api.services.batches.results`: a finished job's line in the output or error file
   (pure);
 - :mod:`~api.services.batches.runner`: the :class:`~api.services.batches.runner.BatchRunner`

@@ -114,6 +114,13 @@ def to_batch(raw: dict[Any, Any]) -> Batch:
     )
 
 
+# KEYS: batch. ARGV: from status, to status, time field, now. Compare-and-set the status.
+_MOVE = """
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], ARGV[3], ARGV[4])
+return 1
+"""
+
 _CANCEL = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return false end
@@ -134,6 +141,7 @@ class BatchStore:
         self.files = files
         self.ttl_s = ttl_s
         self._cancel = redis.register_script(_CANCEL)
+        self._move = redis.register_script(_MOVE)
 
     async def create(self, owner: str, body: bytes) -> Batch:
         req = _creation(body)
@@ -188,6 +196,12 @@ class BatchStore:
                     code="batch_not_cancellable",
                 )
         return await self.get(owner, batch_id)
+
+    async def move(self, batch_id: str, from_status: str, to_status: str) -> bool:
+        """Move the batch to ``to_status`` (stamping ``{to_status}_at``) only if it is in
+        ``from_status``: a step repeated after a takeover moves nothing twice."""
+        args: list[str | int] = [from_status, to_status, f"{to_status}_at", int(time.time())]
+        return bool(await self._move(keys=[batch_key(batch_id)], args=args))
 
     async def page(self, owner: str, after: str | None, limit: int) -> tuple[list[Batch], bool]:
         return await newest_first(self.redis, batches_index_key(owner), after, limit, self._load)
