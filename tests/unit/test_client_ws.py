@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from api.controllers import ws as controller
-from api.services.ws import Outbox, Overflow, render
+from api.services.ws_frames import Outbox, Overflow, render
 from api.services.ws_handshake import chosen_subprotocol, key_of, redact_query_key
 from client._errors import JobError, NotFoundError, WebSocketClosedError
 from client._ws import Router
