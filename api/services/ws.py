@@ -49,7 +49,7 @@ from api.relay import RelayUnavailable
 from api.security import audit
 from api.security.keys import Credential, refusal
 from api.security.limits import MessageBudget, Policy, rate_limited
-from api.services import generation
+from api.services import generation, jobs
 from api.services.ws_frames import Outbox, Overflow, error_frame, parse_generate, render
 from api.state import Resources
 from protocol import ws
@@ -212,7 +212,7 @@ class Session:
         await self._admit(metered=False)
         snap = await self.res.store.read(job_id, self.owner)
         if snap is None:
-            raise APIError(404, f"No job with id `{job_id}`", param="job_id", code="job_not_found")
+            raise jobs.not_found(job_id)
         if snap.record.status in TERMINAL and after >= snap.last_seq:
             return
         if job_id in self.forwarders and not self.forwarders[job_id].done():
@@ -233,7 +233,7 @@ class Session:
         frame, ``finish_reason: cancelled``, reaches every socket that follows it)."""
         await self._admit(metered=False)
         if await self.res.store.cancel(job_id, self.owner) is None:
-            raise APIError(404, f"No job with id `{job_id}`", param="job_id", code="job_not_found")
+            raise jobs.not_found(job_id)
 
     def _forward(
         self,
