@@ -5,8 +5,8 @@ worker thread, a producer taken from the pool, a ``PING``, building the message;
 ``MONITOR`` timestamps), most of the time-to-first-token the stack may add. On kombu's
 Redis transport a Celery message (protocol 2) is a small JSON envelope ``LPUSH``\\ed onto the
 queue's list, one list per priority step, so the API builds it itself and pushes it in the
-same script that writes the job record (:mod:`api.services.store`): a job is recorded and
-queued together, or not at all. ``tests/unit/test_api_enqueue.py`` checks the envelope
+same script that writes the job record (:mod:`api.services.job_store`): a job is recorded
+and queued together, or not at all. ``tests/unit/test_api_enqueue.py`` checks the envelope
 against the one Celery builds; every integration test runs it through a real worker.
 """
 

@@ -44,8 +44,8 @@ from redis.exceptions import RedisError
 from api.exchange import Exchange
 from api.openapi import ERRORS
 from api.security.guards import requires_admin
+from api.services.job_store import model_lists
 from api.services.models import read_workers
-from api.services.store import model_lists
 from api.state import Resources
 from protocol.events import Event, TokenEvent
 from protocol.workers import WorkerInfo

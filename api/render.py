@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-from api.services.jobs import Result
+from api.services.generation import Result
 from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent
 from protocol.openai import (
     AssistantMessage,

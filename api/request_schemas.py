@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from protocol.jobs_api import JobSubmission
+from protocol.jobs import JobSubmission
 from protocol.openai import ChatCompletionRequest, CompletionRequest, TextPart
 from protocol.settings import ServerSettings
 

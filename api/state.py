@@ -10,16 +10,16 @@ from typing import cast
 import redis.asyncio as aioredis
 from litestar.datastructures import State
 
-from api.batch_runner import BatchRunner
 from api.relay import Relay
 from api.security.keys import Authenticator, KeyStore, load_bootstrap
 from api.security.limits import Limiter
 from api.security.revocation import KeyWatcher
-from api.services.batches import BatchStore
+from api.services.batches.runner import BatchRunner
+from api.services.batches.store import BatchStore
 from api.services.file_quota import FileQuota
 from api.services.files import FileStore
+from api.services.job_store import JobStore, QueueBounds
 from api.services.models import LiveModels
-from api.services.store import JobStore, QueueBounds
 from protocol.settings import Settings
 
 
@@ -69,7 +69,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     batch = settings.batch
     quota = FileQuota(redis, batch.quota_bytes, batch.quota_files, batch.file_ttl_s)
     files = FileStore(redis, batch.file_ttl_s, quota)
-    runner = BatchRunner(redis, settings, store, files, models)
+    batches = BatchStore(redis, files, settings.batch.file_ttl_s)
+    runner = BatchRunner(redis, settings, store, files, models, batches)
     await runner.start()
     watcher = KeyWatcher(redis, settings.security.key_recheck_s)
     await watcher.start()
@@ -85,7 +86,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             limiter=Limiter(redis, settings.limits),
             store=store,
             files=files,
-            batches=BatchStore(redis, files, settings.batch.file_ttl_s),
+            batches=batches,
             batch_runner=runner,
         )
     finally:

@@ -27,13 +27,14 @@ from typing import Any, TypeVar
 import msgspec
 
 from api.errors import APIError, invalid_request, not_supported
-from api.services.jobs_api import NewJob
-from protocol.jobs import JobSpec, SamplingParams
-from protocol.jobs_api import (
+from api.services.jobs import NewJob
+from protocol.jobs import (
     MAX_METADATA_KEY_CHARS,
     MAX_METADATA_PAIRS,
     MAX_METADATA_VALUE_CHARS,
+    JobSpec,
     JobSubmission,
+    SamplingParams,
 )
 from protocol.openai import (
     ChatCompletionRequest,

@@ -3,7 +3,7 @@
     .venv/bin/python bench/upload_check.py [--lines 50000] [--mib 64]
 
 Builds a file of ``--lines`` valid request lines filling ``--mib`` MiB (the default file
-cap and line limit) and runs :func:`api.services.batches.check_input_file` on it: the
+cap and line limit) and runs :func:`api.services.batches.parse.check_input_file` on it: the
 median of 3 timed runs, then one run under tracemalloc for the peak memory it allocates
 on top of the file it is given.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.services.batches import check_input_file  # noqa: E402
+from api.services.batches.parse import check_input_file  # noqa: E402
 
 
 def make_file(lines: int, mib: int) -> bytes:

@@ -1,7 +1,7 @@
 """Every route the clients call, as a pure :class:`~client._core.Call` (plus its answer type).
 
 Both client faces call these and run the I/O; nothing here sends anything. Bodies follow
-the server's wire types (``protocol.openai``, ``protocol.jobs_api``); model management,
+the server's wire types (``protocol.openai``, ``protocol.jobs``); model management,
 files and batches follow issue #5's and OpenAI's shapes and answer plain JSON.
 """
 

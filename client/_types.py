@@ -19,7 +19,7 @@ from protocol.batches import (
     FileObject,
 )
 from protocol.events import DoneEvent, ErrorEvent, Event, StatusEvent, TokenEvent
-from protocol.jobs_api import Job, JobList
+from protocol.jobs import Job, JobList
 from protocol.models import ModelOp, ModelOpList, ModelsOverview
 from protocol.openai import (
     ChatCompletionChunk,

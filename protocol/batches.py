@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta, Struct
 
-from protocol.jobs_api import MAX_METADATA_PAIRS, Metadata
+from protocol.jobs import MAX_METADATA_PAIRS, Metadata
 
 FilePurpose = Literal["batch", "batch_output"]
 BatchEndpoint = Literal["/v1/chat/completions", "/v1/completions"]

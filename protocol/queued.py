@@ -12,7 +12,7 @@ by priority and model:
 
 Members are scored by when the job was (re)queued (Unix ms, Redis time). Membership is kept
 by the scripts that move a job into or out of ``queued``, with the snippets of
-:data:`QUEUED_LUA`: submission (:mod:`api.services.store`), the worker's claim, cancel,
+:data:`QUEUED_LUA`: submission (:mod:`api.services.job_store`), the worker's claim, cancel,
 expiry (both through ``finalize``, :data:`protocol.events.FINALIZE_LUA`), and the reaper's
 re-queue and hand-back (:mod:`workers.reaper`). A set's membership is idempotent (adding a
 job twice or removing it twice changes nothing), so the count cannot drift the way a

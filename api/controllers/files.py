@@ -19,7 +19,7 @@ from litestar.params import FromPath, Parameter
 from api.controllers.openai import owner_of
 from api.errors import APIError, invalid_request
 from api.openapi import ERRORS, FileUploadOperation
-from api.services import batches
+from api.services.batches import parse
 from api.state import Resources
 from protocol.batches import FileDeleted, FileList, FileObject
 from protocol.settings import BatchSettings
@@ -48,7 +48,7 @@ async def batch_input(upload: UploadFile, cfg: BatchSettings) -> bytes:
             param="file",
             code="file_too_large",
         )
-    await anyio.to_thread.run_sync(batches.check_input_file, content, cfg.max_lines)
+    await anyio.to_thread.run_sync(parse.check_input_file, content, cfg.max_lines)
     return content
 
 

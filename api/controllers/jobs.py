@@ -17,9 +17,9 @@ from api.controllers.openai import owner_of
 from api.errors import invalid_request
 from api.openapi import ERRORS, MIN_0, EventsOperation, JobSubmissionOperation
 from api.security.limits import METERED
-from api.services import jobs, jobs_api
+from api.services import generation, jobs
 from api.state import Resources
-from protocol.jobs_api import Job, JobList
+from protocol.jobs import Job, JobList
 from protocol.states import JobStatus
 
 MAX_IDEMPOTENCY_KEY_CHARS = 255
@@ -71,8 +71,8 @@ class JobsController(Controller):
         new = validation.job_submission(raw, res.settings.server)
         idem = _idempotency_key(request)
         await res.models.require(new.spec.model)
-        await jobs.check_context(res.models, new.spec, param="body.max_tokens")
-        job, replayed = await jobs_api.submit(res.store, owner_of(request), new, idem, raw)
+        await generation.check_context(res.models, new.spec, param="body.max_tokens")
+        job, replayed = await jobs.submit(res.store, owner_of(request), new, idem, raw)
         headers = {"Location": f"/v1/jobs/{job.id}"}
         if replayed:
             headers["Idempotent-Replayed"] = "true"
@@ -92,13 +92,13 @@ class JobsController(Controller):
         ] = None,
     ) -> JobList:
         res = Resources.of(state)
-        return await jobs_api.page(res.store, owner_of(request), status, limit, after)
+        return await jobs.page(res.store, owner_of(request), status, limit, after)
 
     @get("/{job_id:str}", summary="Read a job", responses=ERRORS)
     async def get_job(
         self, request: Request[Any, Any, Any], state: State, job_id: FromPath[str]
     ) -> Job:
-        return await jobs_api.get(Resources.of(state).store, owner_of(request), job_id)
+        return await jobs.get(Resources.of(state).store, owner_of(request), job_id)
 
     @get(
         "/{job_id:str}/events",
@@ -124,7 +124,7 @@ class JobsController(Controller):
         ] = None,
     ) -> Stream:
         res = Resources.of(state)
-        body = await jobs_api.event_stream(
+        body = await jobs.event_stream(
             res.store,
             res.relay,
             owner_of(request),
@@ -146,4 +146,4 @@ class JobsController(Controller):
         self, request: Request[Any, Any, Any], state: State, job_id: FromPath[str]
     ) -> Job:
         res = Resources.of(state)
-        return await jobs_api.cancel(res.store, res.relay, owner_of(request), job_id)
+        return await jobs.cancel(res.store, res.relay, owner_of(request), job_id)

@@ -15,7 +15,7 @@ from api.metrics import Metrics, arrived_at
 from api.openapi import ERRORS, ChatOperation, CompletionOperation
 from api.security import audit
 from api.security.limits import METERED
-from api.services import jobs
+from api.services import generation
 from api.state import Resources
 from protocol.auth import ApiKey
 from protocol.events import DoneEvent, Event
@@ -75,12 +75,11 @@ async def _run(
 ) -> Response[Any] | Stream:
     """Admit, queue and answer one generation request, streamed or whole."""
     await res.models.require(spec.model)
-    await jobs.check_context(res.models, spec)
+    await generation.check_context(res.models, spec)
     policy = res.limiter.policy(request.user)
     stream_slot = await res.limiter.open_stream(policy) if req.stream else None
-    retention_s = res.settings.redis.retention_s
     try:
-        job_id = await jobs.submit(res.store, spec, owner_of(request))
+        job_id = await generation.submit(res.store, spec, owner_of(request))
     except BaseException:  # a full queue: give the stream slot back at once
         if policy is not None and stream_slot is not None:
             await res.limiter.close_stream(policy, stream_slot)
@@ -94,7 +93,7 @@ async def _run(
         watch = res.watcher.watch(request.auth)
         ping_s = res.settings.server.sse_ping_s
         events = res.limiter.leased(
-            jobs.follow(res.relay, res.redis, job_id, retention_s, ping_s, watch),
+            generation.follow(res.relay, res.store, job_id, ping_s, watch),
             policy,
             stream_slot,
         )
@@ -104,8 +103,8 @@ async def _run(
             media_type="text/event-stream",
             headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    result = await jobs.collect_or_cancel(
-        res.relay, res.redis, job_id, retention_s, lambda: _disconnected(request)
+    result = await generation.collect_or_cancel(
+        res.relay, res.store, job_id, lambda: _disconnected(request)
     )
     if result is None:  # the client left; nobody reads this
         return Response(b"", status_code=499)

@@ -20,7 +20,8 @@ from litestar.exceptions import WebSocketDisconnect
 from api.errors import APIError
 from api.security.audit import AuditWriter
 from api.security.middleware import PUBLIC
-from api.services.ws import Op, Overflow, Session
+from api.services.ws import Op, Session
+from api.services.ws_frames import Overflow
 from api.services.ws_handshake import admit, chosen_subprotocol, handshake_record
 from api.state import Resources
 from protocol import ws

@@ -1,233 +1,205 @@
-"""Jobs from the API's side: submit one, cancel one, follow or collect its event log.
+"""The ``/v1/jobs`` service: submit, read, list, cancel and replay background jobs.
 
-Submission contract (the workers rely on it): in one atomic script, the job hash
-``uml:job:{id}`` is written with status ``queued`` and the retention TTL, and the Celery task
-``uml.generate`` (``task_id = job id``) is pushed onto ``model.<name>`` (see
-:mod:`api.enqueue` and :mod:`api.services.store`).
+The controllers (:mod:`api.controllers.jobs`) decode and check; these functions talk to
+:class:`api.services.job_store.JobStore` and the relay, and turn records into
+:class:`protocol.jobs.Job`. The sync OpenAI calls' jobs are :mod:`api.services.generation`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import anyio
-import redis.asyncio as aioredis
-from msgspec import Struct
+import msgspec
 
-from api.errors import APIError, unavailable
+from api.errors import APIError
 from api.relay import Relay, RelayUnavailable, StreamCut
+from api.render import PING
+from api.security.limits import Limiter, Policy
 from api.security.revocation import Watch
-from api.services.models import LiveModels
-from api.services.store import JobStore, KeyShareFull, QueueFull
-from protocol.events import (
-    FINALIZE_LUA,
-    DoneEvent,
-    ErrorEvent,
-    Event,
-    TokenEvent,
-    cancelled_unstarted,
-    is_final,
-    template,
-)
-from protocol.jobs import MIN_PROMPT_TOKENS, JobSpec, exceeds_context, queued_record
-from protocol.keys import events_key, job_key
+from api.services.generation import queue_full
+from api.services.job_store import IdempotencyConflict, JobStore, QueueFull, Snapshot, view_status
+from protocol.events import Event, encode_event, is_final
+from protocol.jobs import Job, JobList, JobRecord, JobSpec, JobTimings, queued_record
 from protocol.meter import token_meter
-from protocol.openai import ErrorInfo, Usage
-from protocol.states import Priority
+from protocol.states import TERMINAL, JobStatus, Priority
+
+CANCEL_WAIT_S = 10.0
+"""How long a cancel waits for a running job's worker to end it before answering."""
+LIST_SCAN = 1000
+"""Most index entries one listing examines (matters only with a ``status`` filter)."""
 
 
-class Result(Struct, kw_only=True):
-    """A finished job as a sync OpenAI call sees it."""
-
-    text: str
-    finish_reason: str
-    usage: Usage
-
-
-def status_for_error(info: ErrorInfo) -> int:
-    """The HTTP status of a job that ended with ``info``."""
-    if info.type == "invalid_request_error":
-        return 400
-    if info.type == "service_unavailable":
-        return 503
-    return 500
+@dataclass(frozen=True)
+class NewJob:
+    spec: JobSpec
+    priority: Priority
+    deadline: float | None
+    metadata: dict[str, str]
 
 
-async def check_context(models: LiveModels, spec: JobSpec, param: str = "max_tokens") -> None:
-    """400 ``context_length_exceeded`` before queueing a job no worker of its model can hold.
-
-    The rule is :func:`protocol.jobs.exceeds_context`, the worker's own, against the context
-    the model's workers announce; the API has no tokenizer, so it counts the prompt as
-    :data:`MIN_PROMPT_TOKENS` and the worker still checks the exact count.
-    """
-    context = await models.context(spec.model)
-    max_tokens = spec.sampling.max_tokens
-    if exceeds_context(MIN_PROMPT_TOKENS, max_tokens, context):
-        raise APIError(
-            400,
-            f"max_tokens ({max_tokens}) plus the prompt (at least {MIN_PROMPT_TOKENS} token) "
-            f"exceeds the model's context of {context} tokens",
-            param=param,
-            code="context_length_exceeded",
-        )
+def not_found(job_id: str) -> APIError:
+    return APIError(404, f"No job with id `{job_id}`", param="job_id", code="job_not_found")
 
 
-async def submit(
-    store: JobStore, spec: JobSpec, owner: str, priority: Priority = Priority.INTERACTIVE
-) -> str:
-    """Record and queue a sync call's job (see :meth:`JobStore.submit`); return its id.
-
-    A full model queue answers 503, a key over its share of it 429 (see :func:`queue_full`).
-    """
-    record = queued_record(spec, owner, priority, meter=token_meter(owner))
+def body_hash(body: bytes) -> str:
+    """SHA-256 of the body's JSON with sorted keys: key order and spacing do not matter."""
     try:
-        return (await store.submit(record)).job_id
-    except QueueFull as exc:
-        raise queue_full(exc, store) from None
+        canonical = msgspec.json.encode(msgspec.json.decode(body), order="sorted")
+    except msgspec.DecodeError:
+        canonical = body
+    return hashlib.sha256(canonical).hexdigest()
 
 
-def queue_full(exc: QueueFull, store: JobStore) -> APIError:
-    """503 for a model's full queue (the service's limit); 429 for a key over its share of
-    it (that key's own limit: other keys are still admitted). Both carry ``Retry-After``."""
-    retry = store.bounds.retry_after_s
-    which = exc.priority.value
-    if isinstance(exc, KeyShareFull):
-        return APIError(
-            429,
-            f"This API key already has {exc.queued} {which} jobs queued for this model, its "
-            f"share of the model's queue (limit {exc.limit}); retry when some have started",
-            type="requests",
-            code="queue_share_exceeded",
-            headers={"Retry-After": str(retry)},
-        )
-    return unavailable(
-        f"The model's {which} queue is full ({exc.queued} jobs, limit {exc.limit}); retry later",
-        retry,
+def to_job(record: JobRecord, position: int | None = None) -> Job:
+    status = view_status(record)
+    return Job(
+        id=record.id,
+        type=record.kind,
+        model=record.model,
+        status=status,
+        priority=record.priority,
+        queue_position=position if status is JobStatus.QUEUED else None,
+        completion_tokens=record.completion_tokens,
+        text=record.text,
+        finish_reason=record.finish_reason,
+        usage=record.usage,
+        error=record.error,
+        deadline=record.deadline,
+        metadata=record.metadata or {},
+        attempt=record.attempt,
+        timings=JobTimings(
+            created_at=record.created_at,
+            started_at=record.started_at,
+            first_token_at=record.first_token_at,
+            finished_at=record.finished_at,
+        ),
     )
 
 
-# KEYS: job, events. ARGV: now, retention, the cancelled event template. A queued job ends
-# now (leaving the live queued count at once); a running one is flagged for its worker.
-_CANCEL_ANY = (
-    FINALIZE_LUA
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'cancel', '1')
-if redis.call('HGET', KEYS[1], 'status') == 'queued' then
-  finalize(KEYS[1], KEYS[2], 'cancelled', ARGV[1], ARGV[3], tonumber(ARGV[2]))
-else
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
-return 1
-"""
-)
-_CANCELLED = template(cancelled_unstarted())
+async def submit(
+    store: JobStore, owner: str, job: NewJob, idem: str | None, raw_body: bytes
+) -> tuple[Job, bool]:
+    """Queue ``job``; return it and whether it was an idempotent replay."""
+    record = queued_record(
+        job.spec, owner, job.priority, job.deadline, job.metadata, token_meter(owner)
+    )
+    try:
+        submitted = await store.submit(record, idem, body_hash(raw_body) if idem else "")
+    except QueueFull as exc:
+        raise queue_full(exc, store) from None
+    except IdempotencyConflict:
+        raise APIError(
+            409,
+            "This Idempotency-Key was already used with a different request body",
+            param="Idempotency-Key",
+            code="idempotency_key_reused",
+        ) from None
+    if submitted.replayed:  # the job may have moved on since: read it
+        return await get(store, owner, submitted.job_id), True
+    return to_job(record, submitted.position), False
 
 
-async def cancel(redis: aioredis.Redis, job_id: str, retention_s: int) -> None:
-    """End a queued job now; set the cancel flag a running job's scheduler checks every
-    iteration."""
-    keys = [job_key(job_id), events_key(job_id)]
-    await redis.eval(_CANCEL_ANY, len(keys), *keys, time.time(), retention_s, _CANCELLED)
+async def snapshot(store: JobStore, owner: str, job_id: str) -> Snapshot:
+    snap = await store.read(job_id, owner)
+    if snap is None:
+        raise not_found(job_id)
+    return snap
 
 
-async def cancel_shielded(redis: aioredis.Redis, job_id: str, retention_s: int) -> None:
-    """:func:`cancel` that survives the cancellation of its caller (client disconnect)."""
-    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+async def get(store: JobStore, owner: str, job_id: str) -> Job:
+    snap = await snapshot(store, owner, job_id)
+    return to_job(snap.record, snap.queue_position)
+
+
+async def page(
+    store: JobStore, owner: str, status: JobStatus | None, limit: int, after: str | None
+) -> JobList:
+    records, cursor, more = await store.page(owner, after, limit, status, LIST_SCAN)
+    data = [to_job(r) for r in records]
+    first = data[0].id if data else None
+    return JobList(data=data, first_id=first, last_id=cursor, has_more=more)
+
+
+async def cancel(store: JobStore, relay: Relay, owner: str, job_id: str) -> Job:
+    """Cancel the job; for a running one, wait (bounded) until its worker has ended it."""
+    outcome = await store.cancel(job_id, owner)
+    if outcome is None:
+        raise not_found(job_id)
+    status, last_seq = outcome
+    if status is JobStatus.RUNNING:
+        await _await_final(relay, job_id, last_seq)
+    return await get(store, owner, job_id)
+
+
+async def _await_final(relay: Relay, job_id: str, after_seq: int) -> None:
+    try:
+        sub = await relay.subscribe(job_id, after_seq)
+    except RelayUnavailable:
+        return
+    with anyio.move_on_after(CANCEL_WAIT_S):
         try:
-            await cancel(redis, job_id, retention_s)
-        except Exception:  # best effort: the worker's deadline still bounds the job
+            async for _ in sub.events():
+                pass
+        except RelayUnavailable:
             pass
+    sub.close()
 
 
-async def collect(relay: Relay, job_id: str) -> Result:
-    """Follow the job to its end and return its whole text, or raise its error."""
-    parts: list[str] = []
-    try:
-        sub = await relay.subscribe(job_id)
-    except RelayUnavailable as exc:
-        raise unavailable(str(exc)) from exc
-    try:
-        async for event in sub.events():
-            if isinstance(event, TokenEvent):
-                parts.append(event.text)
-            elif isinstance(event, DoneEvent):
-                return Result(
-                    text="".join(parts), finish_reason=event.finish_reason, usage=event.usage
-                )
-            elif isinstance(event, ErrorEvent):
-                info = event.error
-                raise APIError(
-                    status_for_error(info), info.message, info.type, info.param, info.code
-                )
-    except RelayUnavailable as exc:
-        raise unavailable(str(exc)) from exc
-    finally:
-        sub.close()
-    raise unavailable("The job's event log ended without a result")
-
-
-async def collect_or_cancel(
+async def event_stream(
+    store: JobStore,
     relay: Relay,
-    redis: aioredis.Redis,
+    owner: str,
     job_id: str,
-    retention_s: int,
-    disconnected: Callable[[], Awaitable[None]],
-) -> Result | None:
-    """:func:`collect`, unless ``disconnected`` returns first: then cancel the job, ``None``."""
-    outcome: Result | BaseException | None = None
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            await disconnected()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        try:
-            outcome = await collect(relay, job_id)
-        except Exception as exc:
-            outcome = exc
-        tg.cancel_scope.cancel()
-    if isinstance(outcome, BaseException):
-        raise outcome
-    if outcome is None and not relay.draining:
-        await cancel_shielded(redis, job_id, retention_s)
-    return outcome
-
-
-async def follow(
-    relay: Relay,
-    redis: aioredis.Redis,
-    job_id: str,
-    retention_s: int,
-    idle_s: float,
+    after: int,
+    ping_s: float,
+    limiter: Limiter,
+    policy: Policy | None,
     watch: Watch | None = None,
-) -> AsyncIterator[Event | None]:
-    """The job's events (``None`` on idle ticks); cancels the job if abandoned before its end.
+) -> AsyncIterator[bytes]:
+    """The SSE bytes of the job's log after ``after``: ``id: {seq}`` + ``data: {json}`` per
+    event, a comment ping each idle ``ping_s``; it ends with the log's final event, or with an
+    ``error`` event when ``watch`` fires (the key was revoked or expired).
 
-    The subscription is made on first iteration, so a response that never starts leaves
-    nothing registered in the relay (the log is replayable; nothing is missed). A ``watch``
-    that fires (the key was revoked or expired) ends the stream with an error event, and the
-    job, abandoned, is cancelled; the watch is closed with the stream.
+    Checks ownership, then takes one of the key's stream slots (429 past
+    ``max_streams``), before the first byte. Leaving the stream never cancels the job.
     """
-    finished = False
+    snap = await snapshot(store, owner, job_id)
+    if snap.record.status in TERMINAL and after >= snap.last_seq:
+        return _empty()
+    slot = await limiter.open_stream(policy)
     try:
-        sub = await relay.subscribe(job_id)
-        if watch is not None:
-            watch.bind(sub)
-        try:
-            async for event in sub.events(idle_s):
-                if event is not None and is_final(event):
-                    finished = True
-                yield event
-        finally:
-            sub.close()
+        sub = await relay.subscribe(job_id, after)
+    except RelayUnavailable as exc:
+        if policy is not None and slot is not None:
+            await limiter.close_stream(policy, slot)
+        raise APIError(503, str(exc), type="service_unavailable") from exc
+    if watch is not None:
+        watch.bind(sub)
+    return _render(limiter.leased(sub.events(ping_s), policy, slot), watch)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover
+
+
+async def _render(
+    events: AsyncIterator[Event | None], watch: Watch | None = None
+) -> AsyncIterator[bytes]:
+    try:
+        async for event in events:
+            if event is None:
+                yield PING
+                continue
+            yield b"id: %d\ndata: %s\n\n" % (event.seq, encode_event(event))
+            if is_final(event):
+                return
     except StreamCut as exc:
-        finished = isinstance(exc, RelayUnavailable)  # Redis is gone: nothing to cancel
-        yield ErrorEvent(seq=0, error=exc.info())
+        body = msgspec.json.encode({"error": exc.info()})
+        yield b"event: error\ndata: " + body + b"\n\n"
     finally:
         if watch is not None:
             watch.close()
-        if not finished and not relay.draining:
-            await cancel_shielded(redis, job_id, retention_s)

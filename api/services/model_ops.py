@@ -26,7 +26,7 @@ import msgspec
 import redis.asyncio as aioredis
 
 from api.errors import APIError, model_not_found, unavailable
-from api.services.store import model_lists
+from api.services.job_store import model_lists
 from protocol.keys import (
     CONTROL_LOAD,
     CONTROL_UNLOAD,

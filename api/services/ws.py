@@ -2,17 +2,19 @@
 
 The session reads client messages (``protocol.ws``) and answers them; each job it follows
 gets a forwarder task reading the job's log through the process's relay (one ``XREAD`` for
-every stream of the process) and putting frames into the socket's :class:`Outbox`. A single
-sender task drains the outbox into the socket.
+every stream of the process) and putting frames into the socket's outbox
+(:class:`~api.services.ws_frames.Outbox`). A single sender task drains the outbox into the
+socket.
 
 * **Several jobs per socket**: one forwarder per job, all writing to the one outbox.
 * **Closing cancels what the socket started**: jobs from ``generate`` follow
-  :func:`api.services.jobs.follow`, which cancels a job abandoned before its end (shielded);
-  jobs it only ``subscribe``\\d to are left running.
-* **A slow reader stalls nobody**: the outbox is bounded (:data:`OUTBOX_SIZE` frames). When
-  it is full the socket is closed with :data:`protocol.ws.CLOSE_OVERLOADED` (its jobs are
-  cancelled as on any close); the relay pauses a full subscriber on its own, so neither
-  Redis reads nor other sockets wait for this one.
+  :func:`api.services.generation.follow`, which cancels a job abandoned before its end
+  (shielded); jobs it only ``subscribe``\\d to are left running.
+* **A slow reader stalls nobody**: the outbox is bounded
+  (:data:`~api.services.ws_frames.OUTBOX_SIZE` frames). When it is full the socket is
+  closed with :data:`protocol.ws.CLOSE_OVERLOADED` (its jobs are cancelled as on any
+  close); the relay pauses a full subscriber on its own, so neither Redis reads nor other
+  sockets wait for this one.
 * **Inside the key's limits**: the handshake is a request (charged, audited) and takes one of
   the key's socket slots; ``generate``, ``subscribe`` and ``cancel`` are each charged as the
   HTTP request they stand for, and a followed job holds a stream slot as over HTTP; every
@@ -22,7 +24,8 @@ sender task drains the outbox into the socket.
   with :data:`protocol.ws.CLOSE_KEY_REVOKED` / :data:`~protocol.ws.CLOSE_KEY_EXPIRED` when
   the key is revoked, expires or is rotated out, on whichever replica holds the socket.
 
-The handshake (which key, what admits it) is :mod:`api.services.ws_handshake`'s.
+The handshake (which key, what admits it) is :mod:`api.services.ws_handshake`'s; the frames
+(the outbox, rendering, parsing a ``generate``) are :mod:`api.services.ws_frames`'s.
 """
 
 from __future__ import annotations
@@ -41,84 +44,23 @@ import msgspec
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api import validation
 from api.errors import APIError, invalid_request, unavailable
 from api.relay import RelayUnavailable
 from api.security import audit
 from api.security.keys import Credential, refusal
 from api.security.limits import MessageBudget, Policy, rate_limited
-from api.services import jobs
+from api.services import generation, jobs
+from api.services.ws_frames import Outbox, Overflow, error_frame, parse_generate, render
 from api.state import Resources
 from protocol import ws
-from protocol.events import DoneEvent, ErrorEvent, Event, TokenEvent, is_final
-from protocol.jobs import JobSpec
+from protocol.events import DoneEvent, ErrorEvent, Event, is_final
 from protocol.openai import ErrorInfo
 from protocol.states import TERMINAL, Priority
 
 log = logging.getLogger(__name__)
 
-OUTBOX_SIZE = 1024
-"""Frames buffered per socket before a slow reader's socket is closed."""
 IDLE_S = 15.0
 _AS_CLOSED = {"expired": "expired", "wrong": "rotated: the old secret's grace ended"}
-
-
-class Overflow(Exception):
-    """The socket's outbox is full: its reader is too slow."""
-
-
-class Outbox:
-    """The bounded queue of frames a socket has yet to send."""
-
-    def __init__(self, size: int = OUTBOX_SIZE) -> None:
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(size)
-        self.overflowed = asyncio.Event()
-
-    def put(self, message: ws.ServerMessage) -> None:
-        """Queue ``message``; a full outbox raises :class:`Overflow` (and stays overflowed)."""
-        if self.overflowed.is_set():
-            raise Overflow
-        try:
-            self.queue.put_nowait(ws.encode(message))
-        except asyncio.QueueFull:
-            self.overflowed.set()
-            raise Overflow from None
-
-
-def _error(exc: APIError, ref: str | None = None, job_id: str | None = None) -> ws.Error:
-    return ws.Error(error=exc.info, ref=ref, job_id=job_id, status=exc.status)
-
-
-def render(job_id: str, event: Event) -> ws.ServerMessage | None:
-    """The frame of one log event; ``None`` for events the socket does not show."""
-    if isinstance(event, TokenEvent):
-        return ws.Token(job_id=job_id, seq=event.seq, text=event.text) if event.text else None
-    if isinstance(event, DoneEvent):
-        return ws.Done(
-            job_id=job_id, seq=event.seq, finish_reason=event.finish_reason, usage=event.usage
-        )
-    if isinstance(event, ErrorEvent):
-        return ws.Error(job_id=job_id, seq=event.seq, error=event.error)
-    return None
-
-
-def parse_generate(msg: ws.Generate, res: Resources) -> JobSpec:
-    """The generate body as a job spec, by the same rules as the HTTP endpoints."""
-    raw = bytes(msg.body)
-    kind = msg.kind
-    if kind is None:
-        try:
-            decoded = msgspec.json.decode(raw)
-        except msgspec.DecodeError:
-            raise invalid_request("body is not valid JSON", param="body") from None
-        kind = "chat" if isinstance(decoded, dict) and "messages" in decoded else "completion"
-    cfg = res.settings.server
-    try:
-        return (validation.chat(raw, cfg) if kind == "chat" else validation.completion(raw, cfg))[1]
-    except APIError as exc:
-        if exc.info.param:
-            exc.info.param = f"body.{exc.info.param}"
-        raise
 
 
 @dataclass
@@ -168,10 +110,10 @@ class Session:
         try:
             msg = ws.decode_client(data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self.outbox.put(_error(invalid_request(f"Bad message: {exc}")))
+            self.outbox.put(error_frame(invalid_request(f"Bad message: {exc}")))
             return
         except RecursionError:  # msgspec's guard against deep nesting
-            self.outbox.put(_error(invalid_request("Bad message: nested too deeply")))
+            self.outbox.put(error_frame(invalid_request("Bad message: nested too deeply")))
             return
         if isinstance(msg, ws.Ping):
             self.outbox.put(ws.Pong(ref=msg.ref))
@@ -205,7 +147,7 @@ class Session:
 
     def _refuse(self, op: Op, exc: APIError, ref: str | None, job_id: str | None) -> None:
         self._audit(op, exc.status, job_id=job_id)
-        self.outbox.put(_error(exc, ref=ref, job_id=job_id))
+        self.outbox.put(error_frame(exc, ref=ref, job_id=job_id))
 
     def _within_budget(self) -> bool:
         """Spend one message of the socket's budget; past it, an error frame, and past it by
@@ -219,7 +161,7 @@ class Session:
             return False
         rate = self.budget.rate
         self.outbox.put(
-            _error(
+            error_frame(
                 APIError(
                     429,
                     f"Too many messages on this WebSocket: at most {rate:g} a second "
@@ -250,18 +192,18 @@ class Session:
         await self._recheck()
         spec = parse_generate(msg, self.res)
         await self.res.models.require(spec.model)
-        await jobs.check_context(self.res.models, spec, param="body.max_tokens")
+        await generation.check_context(self.res.models, spec, param="body.max_tokens")
         await self._admit(metered=True)
         slot = await self.res.limiter.open_stream(self.policy)
         try:
-            job_id = await jobs.submit(self.res.store, spec, self.owner, Priority.INTERACTIVE)
+            job_id = await generation.submit(self.res.store, spec, self.owner, Priority.INTERACTIVE)
         except BaseException:
             if self.policy is not None and slot is not None:
                 await self.res.limiter.close_stream(self.policy, slot)
             raise
         self.outbox.put(ws.JobAccepted(job_id=job_id, model=spec.model, ref=msg.ref))
         res = self.res
-        events = jobs.follow(res.relay, res.redis, job_id, res.settings.redis.retention_s, IDLE_S)
+        events = generation.follow(res.relay, res.store, job_id, IDLE_S)
         self._forward(job_id, res.limiter.leased(events, self.policy, slot), op, spec.model)
 
     async def subscribe(self, job_id: str, after: int) -> None:
@@ -270,7 +212,7 @@ class Session:
         await self._admit(metered=False)
         snap = await self.res.store.read(job_id, self.owner)
         if snap is None:
-            raise APIError(404, f"No job with id `{job_id}`", param="job_id", code="job_not_found")
+            raise jobs.not_found(job_id)
         if snap.record.status in TERMINAL and after >= snap.last_seq:
             return
         if job_id in self.forwarders and not self.forwarders[job_id].done():
@@ -291,7 +233,7 @@ class Session:
         frame, ``finish_reason: cancelled``, reaches every socket that follows it)."""
         await self._admit(metered=False)
         if await self.res.store.cancel(job_id, self.owner) is None:
-            raise APIError(404, f"No job with id `{job_id}`", param="job_id", code="job_not_found")
+            raise jobs.not_found(job_id)
 
     def _forward(
         self,
@@ -339,7 +281,7 @@ class Session:
                 completion_tokens=last.usage.completion_tokens,
             )
         elif isinstance(last, ErrorEvent) and is_final(last):
-            status = jobs.status_for_error(last.error)
+            status = generation.status_for_error(last.error)
         self._audit(op, status, **fields)
 
     def _audit(self, op: Op, status: int, **fields: Any) -> None:

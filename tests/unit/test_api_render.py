@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from api.render import ChunkRenderer, chat_response, completion_response
-from api.services.jobs import Result
+from api.services.generation import Result
 from protocol.events import DoneEvent, ErrorEvent, Event, StatusEvent, TokenEvent
 from protocol.openai import ErrorInfo, Usage
 from protocol.states import JobStatus

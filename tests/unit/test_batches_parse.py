@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from api.errors import APIError
-from api.services.batches import check_input_file, parse_input, to_batch
+from api.services.batches.parse import check_input_file, parse_input
+from api.services.batches.store import to_batch
 from protocol.settings import ServerSettings
 
 CFG = ServerSettings(max_tokens_cap=100)

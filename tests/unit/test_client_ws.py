@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from api.controllers import ws as controller
-from api.services.ws import Outbox, Overflow, render
+from api.services.ws_frames import Outbox, Overflow, render
 from api.services.ws_handshake import chosen_subprotocol, key_of, redact_query_key
 from client._errors import JobError, NotFoundError, WebSocketClosedError
 from client._ws import Router
@@ -184,7 +184,7 @@ async def test_store_failures_become_error_frames() -> None:
 
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    from api.services.store import JobStore
+    from api.services.job_store import JobStore
 
     store = MagicMock(spec=JobStore)
     store.cancel = AsyncMock(side_effect=RedisConnectionError("down"))

@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from api.services.store import JobStore, QueueBounds
+from api.services.job_store import JobStore, QueueBounds
 from protocol.jobs import JobSpec, SamplingParams, queued_record
 from protocol.queued import keys_index_key
 from protocol.settings import WorkerSettings

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from api.errors import APIError
-from api.services.jobs_api import body_hash, to_job
-from api.services.store import view_status
+from api.services.job_store import view_status
+from api.services.jobs import body_hash, to_job
 from api.validation import job_submission, parse_deadline
 from protocol.jobs import JobRecord
 from protocol.settings import ServerSettings

@@ -13,7 +13,7 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.metrics import Metrics
-from api.services.store import model_lists
+from api.services.job_store import model_lists
 from protocol.events import DoneEvent, Event, StatusEvent, TokenEvent
 from protocol.openai import Usage
 from protocol.states import JobStatus

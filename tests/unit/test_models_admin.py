@@ -7,8 +7,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.errors import APIError
+from api.services.job_store import model_lists
 from api.services.model_ops import ModelAdmin
-from api.services.store import model_lists
 from protocol.keys import model_op_key
 from protocol.models import LoadModelRequest, ModelOp, UnloadModelRequest
 from protocol.settings import RedisSettings, ServerSettings, Settings, WorkerSettings

@@ -6,10 +6,12 @@ renew) the lease ``uml:batches:runner``; the holder advances each batch in
 holder dies another replica takes over when the lease lapses, and carries on where it
 stopped: every step is idempotent.
 
-- *validating*: parse the input file (in a thread), write the runnable lines to the batch's
-  ``todo`` list and the invalid ones to ``err``; drop lines for models nobody serves.
-- *in_progress*: move finished jobs from ``pending`` to ``out``/``err`` (one script per
-  job: a result is recorded exactly once); then submit ``todo`` lines from the cursor until
+- *validating* (:mod:`~api.services.batches.validate`): parse the input file (in a
+  thread), write the runnable lines to the batch's ``todo`` list and the invalid ones to
+  ``err``; drop lines for models nobody serves.
+- *in_progress*: move finished jobs from ``pending`` to ``out``/``err`` (their lines made by
+  :mod:`~api.services.batches.results`; one script per job: a result is recorded exactly
+  once); then submit ``todo`` lines from the cursor until
   ``inflight`` jobs of the batch are queued or running. A line is submitted with the
   ``Idempotency-Key`` ``batch:{id}:{line}``, so a submission repeated after a crash
   returns the same job. Jobs are batch priority, with the batch's expiry as deadline.
@@ -33,32 +35,23 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
-from api.errors import APIError
-from api.render import chat_response, completion_response
-from api.services.batches import ParsedFile, Prepared, error_line, parse_input
+from api.services.batches.parse import Prepared, error_line
+from api.services.batches.results import JOB_FIELDS, STOPPED, result_line
+from api.services.batches.store import BatchStore
+from api.services.batches.validate import Validator
 from api.services.files import FileStore
-from api.services.jobs import Result, status_for_error
+from api.services.job_store import JobStore, QueueFull
 from api.services.models import LiveModels
-from api.services.store import JobStore, QueueFull
-from protocol.batches import (
-    BatchError,
-    BatchErrors,
-    BatchStatus,
-    LineError,
-    LineResponse,
-    OutputLine,
-)
-from protocol.jobs import MIN_PROMPT_TOKENS, exceeds_context, queued_record
+from protocol.batches import BatchStatus
+from protocol.jobs import queued_record
 from protocol.keys import (
     BATCH_RUNNER_LEASE,
     BATCHES_ACTIVE,
     batch_key,
     batch_part_key,
-    file_key,
     job_key,
     reply_text,
 )
-from protocol.openai import ErrorInfo, ErrorResponse, Usage
 from protocol.settings import Settings
 from protocol.states import TERMINAL, JobStatus, Priority
 
@@ -90,24 +83,6 @@ redis.call('HINCRBY', KEYS[1], 'output_tokens', ARGV[7])
 return 1
 """
 
-# KEYS: batch. ARGV: from status, to status, time field, now. Compare-and-set the status.
-_MOVE = """
-if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], ARGV[3], ARGV[4])
-return 1
-"""
-
-JOB_FIELDS = (
-    "status",
-    "text",
-    "finish_reason",
-    "usage",
-    "error",
-    "metadata",
-    "created_at",
-    "model",
-)
-
 
 def _bytes(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
@@ -121,17 +96,17 @@ class BatchRunner:
         store: JobStore,
         files: FileStore,
         models: LiveModels,
+        batches: BatchStore,
     ) -> None:
         self.redis = redis
-        self.settings = settings
         self.cfg = settings.batch
         self.store = store
         self.files = files
-        self.models = models
+        self.batches = batches
+        self.validator = Validator(redis, settings, models, batches)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._lease = redis.register_script(_LEASE)
         self._settle = redis.register_script(_SETTLE)
-        self._move = redis.register_script(_MOVE)
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -205,7 +180,7 @@ class BatchRunner:
             await self.redis.srem(BATCHES_ACTIVE, batch_id)
             return
         if status == BatchStatus.VALIDATING:
-            await self._validate(batch_id, fields)
+            await self.validator.run(batch_id, fields)
             return
         if status == BatchStatus.FINALIZING:
             await self._finalize(batch_id, fields, BatchStatus.FINALIZING, BatchStatus.COMPLETED)
@@ -220,122 +195,10 @@ class BatchRunner:
             return
         done_feeding = await self._feed(batch_id, fields)
         if done_feeding and not await self.redis.scard(batch_part_key(batch_id, "pending")):
-            moved = await self._move(
-                keys=[batch_key(batch_id)],
-                args=[status, BatchStatus.FINALIZING, "finalizing_at", int(time.time())],
-            )
-            if moved:
+            if await self.batches.move(batch_id, status, BatchStatus.FINALIZING):
                 await self._finalize(
                     batch_id, fields, BatchStatus.FINALIZING, BatchStatus.COMPLETED
                 )
-
-    # ---- validating ----------------------------------------------------------------------
-
-    async def _validate(self, batch_id: str, fields: dict[str, str]) -> None:
-        key = batch_key(batch_id)
-        content = await self.redis.hget(file_key(fields["input_file_id"]), "content")
-        if content is None:
-            await self._fail(batch_id, "file_not_found", "The input file no longer exists")
-            return
-        parsed: ParsedFile = await anyio.to_thread.run_sync(
-            parse_input,
-            batch_id,
-            content if isinstance(content, bytes) else content.encode(),
-            fields["endpoint"],
-            self.settings.server,
-            self.cfg.max_lines,
-        )
-        if parsed.fatal:
-            errors = BatchErrors(data=parsed.fatal)
-            await self.redis.hset(key, "errors", _encode(errors))
-            await self._fail(batch_id, None, None)
-            return
-        runnable = await self._servable(batch_id, parsed)
-        models = {p.spec.model for p in runnable}
-        todo = batch_part_key(batch_id, "todo")
-        err = batch_part_key(batch_id, "err")
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(
-                todo, err, batch_part_key(batch_id, "pending"), batch_part_key(batch_id, "out")
-            )
-            for start in range(0, len(runnable), 1000):
-                pipe.rpush(todo, *[_encode(p) for p in runnable[start : start + 1000]])
-            for start in range(0, len(parsed.errors), 1000):
-                pipe.rpush(err, *[_encode(e) for e in parsed.errors[start : start + 1000]])
-            for part in (todo, err):
-                pipe.expire(part, self.cfg.file_ttl_s)
-            pipe.hset(
-                key,
-                mapping={
-                    "total": parsed.total,
-                    "failed": len(parsed.errors),
-                    "completed": 0,
-                    "cursor": 0,
-                    "todo_len": len(runnable),
-                    "model": models.pop() if len(models) == 1 else "",
-                },
-            )
-            await pipe.execute()
-        await self._move(
-            keys=[key],
-            args=[
-                BatchStatus.VALIDATING,
-                BatchStatus.IN_PROGRESS,
-                "in_progress_at",
-                int(time.time()),
-            ],
-        )
-
-    async def _servable(self, batch_id: str, parsed: ParsedFile) -> list[Prepared]:
-        """The prepared lines whose model some worker serves and whose ``max_tokens`` fits its
-        announced context (as ``POST /v1/jobs`` checks); the others become errors."""
-        missing: dict[str, str] = {}
-        context: dict[str, int] = {}
-        for model in sorted({p.spec.model for p in parsed.todo}):
-            try:
-                await self.models.require(model)
-                context[model] = await self.models.context(model)
-            except APIError as exc:
-                missing[model] = exc.info.message
-        keep: list[Prepared] = []
-        for p in parsed.todo:
-            max_tokens = p.spec.sampling.max_tokens
-            if p.spec.model in missing:
-                message = f"Line {p.line}: {missing[p.spec.model]} (param `body.model`)"
-                parsed.errors.append(
-                    error_line(batch_id, p.line, p.custom_id, "model_not_found", message)
-                )
-            elif exceeds_context(MIN_PROMPT_TOKENS, max_tokens, context[p.spec.model]):
-                message = (
-                    f"Line {p.line}: max_tokens ({max_tokens}) exceeds the model's context of "
-                    f"{context[p.spec.model]} tokens (param `body.max_tokens`)"
-                )
-                code = "context_length_exceeded"
-                parsed.errors.append(error_line(batch_id, p.line, p.custom_id, code, message))
-            else:
-                keep.append(p)
-        return keep
-
-    async def _fail(self, batch_id: str, code: str | None, message: str | None) -> None:
-        key = batch_key(batch_id)
-        if code is not None:
-            errors = BatchErrors(data=[BatchError(code=code, message=message)])
-            await self.redis.hset(key, "errors", msgspec.json.encode(errors))
-        moved = await self._move(
-            keys=[key],
-            args=[BatchStatus.VALIDATING, BatchStatus.FAILED, "failed_at", int(time.time())],
-        )
-        if not moved:  # cancelled while validating
-            await self._move(
-                keys=[key],
-                args=[
-                    BatchStatus.CANCELLING,
-                    BatchStatus.CANCELLED,
-                    "cancelled_at",
-                    int(time.time()),
-                ],
-            )
-        await self.redis.srem(BATCHES_ACTIVE, batch_id)
 
     # ---- in progress ---------------------------------------------------------------------
 
@@ -391,7 +254,7 @@ class BatchRunner:
             status = reply_text(job["status"])
             if status and JobStatus(status) not in TERMINAL:
                 continue
-            target, line, usage = self._result_line(batch_id, fields, job_id, job, reason)
+            target, line, usage = result_line(fields["endpoint"], job_id, job, reason)
             ok = target == "out"
             await self._settle(
                 keys=keys,
@@ -405,55 +268,6 @@ class BatchRunner:
                     usage.completion_tokens if usage else 0,
                 ],
             )
-
-    def _result_line(
-        self,
-        batch_id: str,
-        fields: dict[str, str],
-        job_id: str,
-        job: dict[str, Any],
-        reason: str | None,
-    ) -> tuple[str, OutputLine, Usage | None]:
-        """The output-file (``out``) or error-file (``err``) line of a finished job."""
-        metadata = msgspec.json.decode(job["metadata"]) if job["metadata"] else {}
-        custom_id = metadata.get("custom_id")
-        line_id = f"batch_req_{job_id}"
-        status = reply_text(job["status"])
-        usage = msgspec.json.decode(job["usage"], type=Usage) if job["usage"] else None
-        if status == JobStatus.SUCCEEDED:
-            result = Result(
-                text=reply_text(job["text"]),
-                finish_reason=reply_text(job["finish_reason"]) or "stop",
-                usage=usage or Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0),
-            )
-            created = int(float(reply_text(job["created_at"]) or 0))
-            chat = fields["endpoint"] == "/v1/chat/completions"
-            render = chat_response if chat else completion_response
-            body = render(job_id, reply_text(job["model"]), created, result)
-            response = LineResponse(
-                status_code=200, request_id=job_id, body=msgspec.Raw(_encode(body))
-            )
-            return "out", OutputLine(id=line_id, custom_id=custom_id, response=response), usage
-        if status == JobStatus.FAILED and job["error"]:
-            info = msgspec.json.decode(job["error"], type=ErrorInfo)
-            response = LineResponse(
-                status_code=status_for_error(info),
-                request_id=job_id,
-                body=msgspec.Raw(_encode(ErrorResponse(error=info))),
-            )
-            return "err", OutputLine(id=line_id, custom_id=custom_id, response=response), usage
-        if reason:
-            code, message = _STOPPED[reason]
-        elif status == JobStatus.EXPIRED:
-            code, message = _STOPPED["expired"]
-        elif status == JobStatus.CANCELLED:
-            code, message = "cancelled", "The request's job was cancelled"
-        else:
-            code, message = "job_lost", "The request's job record is gone"
-        line = OutputLine(
-            id=line_id, custom_id=custom_id, error=LineError(code=code, message=message)
-        )
-        return "err", line, usage
 
     # ---- stopping and finalizing ---------------------------------------------------------
 
@@ -476,7 +290,7 @@ class BatchRunner:
     async def _unfinished_lines(self, batch_id: str, reason: str) -> list[bytes]:
         """An error line for each todo line never submitted."""
         cursor = int(await self.redis.hget(batch_key(batch_id), "cursor") or 0)
-        code, message = _STOPPED[reason]
+        code, message = STOPPED[reason]
         lines: list[bytes] = []
         for item in await self.redis.lrange(batch_part_key(batch_id, "todo"), cursor, -1):
             p = _prepared.decode(item)
@@ -526,12 +340,3 @@ class BatchRunner:
         log.info(
             "batch %s %s: %d output lines, %d error lines", batch_id, final, len(out), len(err)
         )
-
-
-_STOPPED = {
-    "cancelled": ("batch_cancelled", "The batch was cancelled before this request finished"),
-    "expired": (
-        "batch_expired",
-        "This request could not be executed before the completion window expired",
-    ),
-}

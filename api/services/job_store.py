@@ -10,8 +10,9 @@ indexes it under its owner and in ``uml:queued`` (for the workers' orphan sweep,
 recorded, queued, counted and indexed together or not at all, and the bound is exact.
 
 ``read`` and ``cancel`` answer ``None`` for a job of another key, exactly as for a missing
-one. A queued job past its deadline is expired by whichever script sees it first (the
-worker's claim, a read, a cancel): status ``expired`` and a final event, atomically.
+one (a ``cancel`` without an owner, the API's own for an abandoned call, takes any job). A
+queued job past its deadline is expired by whichever script sees it first (the worker's
+claim, a read, a cancel): status ``expired`` and a final event, atomically.
 
 Queue position costs one ``LLEN`` per priority list of the model plus one ``LPOS`` over the
 job's own list (a linear scan in Redis, at most the queue's bound plus the cancelled
@@ -138,19 +139,21 @@ return {out, position, last_seq(KEYS[2])}
 """
 )
 
-# KEYS: job, events. ARGV: owner, now, retention, expired event, cancelled event.
+# KEYS: job, events. ARGV: now, retention, expired event, cancelled event[, owner].
+# With an owner, another key's job is not found; without, whoever's job it is.
 # Returns false (not found), or {status after the call, last seq}.
 _CANCEL = (
     FINALIZE_LUA
     + _EXPIRE_IF_DUE
     + """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return false end
-local retention = tonumber(ARGV[3])
-expire_if_due(KEYS[1], KEYS[2], ARGV[2], ARGV[4], retention)
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[5] and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[5] then return false end
+local retention = tonumber(ARGV[2])
+expire_if_due(KEYS[1], KEYS[2], ARGV[1], ARGV[3], retention)
 local status = redis.call('HGET', KEYS[1], 'status')
 if status == 'queued' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
-  finalize(KEYS[1], KEYS[2], 'cancelled', ARGV[2], ARGV[5], retention)
+  finalize(KEYS[1], KEYS[2], 'cancelled', ARGV[1], ARGV[4], retention)
   status = 'cancelled'
 elseif status == 'running' then
   redis.call('HSET', KEYS[1], 'cancel', '1')
@@ -321,13 +324,18 @@ class JobStore:
         record = from_hash(fields)
         return Snapshot(record, None if position < 0 else int(position), int(last))
 
-    async def cancel(self, job_id: str, owner: str) -> tuple[JobStatus, int] | None:
+    async def cancel(self, job_id: str, owner: str | None) -> tuple[JobStatus, int] | None:
         """Cancel the job: a queued one ends now, a running one is flagged for its worker.
 
-        Returns its status after the call and the last seq of its log; ``None`` if not found.
+        ``owner`` scopes the cancel to that key's jobs (``POST /v1/jobs/{id}/cancel``, a
+        WebSocket ``cancel``, a batch's stop); ``None`` is the API's own cancel of a call its
+        client abandoned, whoever's job it is. Returns the job's status after the call and
+        the last seq of its log; ``None`` if not found.
         """
         keys = [job_key(job_id), events_key(job_id)]
-        args: list[Any] = [owner, time.time(), self.retention_s, self._expired, self._cancelled]
+        args: list[Any] = [time.time(), self.retention_s, self._expired, self._cancelled]
+        if owner is not None:
+            args.append(owner)
         reply = await self._cancel(keys=keys, args=args)
         if not reply:
             return None
