@@ -33,29 +33,31 @@ from __future__ import annotations
 from protocol.keys import PREFIX
 from protocol.states import Priority
 
-_LIVE = f"{PREFIX}:qlive:"
-_KEY_LIVE = f"{PREFIX}:qkey:"
-_KEYS = f"{PREFIX}:qkeys:"
+# The prefixes of the three names below; protocol/scripts/includes/queued.lua builds the
+# names from a job's hash with them (protocol.scripts.CONSTANTS).
+LIVE_PREFIX = f"{PREFIX}:qlive:"
+KEY_LIVE_PREFIX = f"{PREFIX}:qkey:"
+KEYS_INDEX_PREFIX = f"{PREFIX}:qkeys:"
 
 
 def live_key(priority: Priority | str, model: str) -> str:
     """``model``'s queued jobs of ``priority``: a sorted set of job ids by queue time."""
-    return f"{_LIVE}{Priority(priority).value}:{model}"
+    return f"{LIVE_PREFIX}{Priority(priority).value}:{model}"
 
 
 def key_live_key(priority: Priority | str, owner: str, model: str) -> str:
     """Of those, the jobs of API key ``owner`` (a key id: hex, no colon)."""
-    return f"{_KEY_LIVE}{Priority(priority).value}:{owner}:{model}"
+    return f"{KEY_LIVE_PREFIX}{Priority(priority).value}:{owner}:{model}"
 
 
 def keys_index_key(priority: Priority | str, model: str) -> str:
     """The API keys with queued jobs of ``priority`` for ``model``, scored by since when."""
-    return f"{_KEYS}{Priority(priority).value}:{model}"
+    return f"{KEYS_INDEX_PREFIX}{Priority(priority).value}:{model}"
 
 
 def key_live_parts(priority: Priority | str, model: str) -> tuple[str, str]:
     """:func:`key_live_key` as ``prefix .. owner .. suffix``, for scripts that build it."""
-    return f"{_KEY_LIVE}{Priority(priority).value}:", f":{model}"
+    return f"{KEY_LIVE_PREFIX}{Priority(priority).value}:", f":{model}"
 
 
 QUEUED_LUA = f"""
@@ -63,8 +65,9 @@ local function live_keys(job)
   local f = redis.call('HMGET', job, 'id', 'model', 'priority', 'owner')
   if not f[1] or not f[2] then return nil end
   local prio, owner = f[3] or 'batch', f[4] or ''
-  return f[1], '{_LIVE}' .. prio .. ':' .. f[2],
-    '{_KEY_LIVE}' .. prio .. ':' .. owner .. ':' .. f[2], '{_KEYS}' .. prio .. ':' .. f[2], owner
+  return f[1], '{LIVE_PREFIX}' .. prio .. ':' .. f[2],
+    '{KEY_LIVE_PREFIX}' .. prio .. ':' .. owner .. ':' .. f[2],
+    '{KEYS_INDEX_PREFIX}' .. prio .. ':' .. f[2], owner
 end
 local function mark_queued(job, now_ms, ttl_ms)
   local id, all, mine, owners, owner = live_keys(job)
