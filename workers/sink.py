@@ -33,6 +33,29 @@ log = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
 
 
+class _Planned(msgspec.Struct):
+    """One job's write as ``flush_writes.lua`` reads it: a JSON object, by field name."""
+
+    job: int
+    """The job's index (from 1) into the plan's pairs of KEYS (its hash, its event log)."""
+    events: list[tuple[str, str, str]]
+    """``(entry id, event JSON, token ids)`` of each new event (ids ``""`` for no token)."""
+    fields: list[Any]
+    """The hash fields that changed, name then value."""
+    final: bool
+    attempt: int
+    id: str
+    meter: int = 0
+    """The KEYS index of the token window its final write charges; 0 for none."""
+
+
+class _Plan(msgspec.Struct):
+    """``ARGV[2]`` of ``flush_writes.lua``: the writes, and the jobs whose cancel flag to read."""
+
+    writes: list[_Planned]
+    watch: list[int]
+
+
 @dataclass(slots=True)
 class JobWrite:
     job_id: str
@@ -96,18 +119,25 @@ class RedisSink:
         plan_writes = []
         for write in writes:
             events = [
-                [entry_id(e.seq), encode_event(e).decode(), _ids_text(write.token_ids.get(e.seq))]
+                (entry_id(e.seq), encode_event(e).decode(), _ids_text(write.token_ids.get(e.seq)))
                 for e in write.events
             ]
             fields = [item for pair in to_hash(write.fields).items() for item in pair]
             plan_writes.append(
-                [slot(write.job_id), events, fields, write.final, write.attempt, write.job_id, 0]
+                _Planned(
+                    job=slot(write.job_id),
+                    events=events,
+                    fields=fields,
+                    final=write.final,
+                    attempt=write.attempt,
+                    id=write.job_id,
+                )
             )
-        plan = {"w": plan_writes, "c": [slot(job_id) for job_id in watch]}
+        plan = _Plan(plan_writes, [slot(job_id) for job_id in watch])
         for write, planned in zip(writes, plan_writes, strict=True):
             if write.final and write.meter:
                 keys.append(write.meter)
-                planned[6] = len(keys)
+                planned.meter = len(keys)
         keys.append(LEASES)
         return keys, [self._retention_s, _encoder.encode(plan), EVENT_FIELD, IDS_FIELD], ids
 
