@@ -120,3 +120,10 @@ def test_every_script_is_loaded_by_a_caller() -> None:
         for source in (ROOT / package).rglob("*.py"):
             loaded |= set(re.findall(r"scripts\.load\(\"(\w+)\"\)", source.read_text()))
     assert loaded == set(scripts.names())
+
+
+def test_every_script_has_a_direct_test() -> None:
+    tested: set[str] = set()
+    for source in Path(__file__).parent.glob("test_scripts_*.py"):
+        tested |= set(re.findall(r"run\(\s*client,\s*\"(\w+)\"", source.read_text()))
+    assert tested == set(scripts.names())
