@@ -11,7 +11,6 @@ import msgspec
 from msgspec import Struct
 
 from protocol.openai import ErrorInfo, Usage
-from protocol.queued import QUEUED_LUA
 from protocol.states import JobStatus
 
 
@@ -63,34 +62,9 @@ def is_final(event: Event) -> bool:
 
 
 def template(event: Event) -> str:
-    """``event`` encoded with ``seq`` 0, for :data:`FINALIZE_LUA` to number."""
+    """``event`` encoded with ``seq`` 0, for a script's ``finalize`` to number
+    (``protocol/scripts/includes/finalize.lua``)."""
     return encode_event(msgspec.structs.replace(event, seq=0)).decode()
-
-
-FINALIZE_LUA = (
-    QUEUED_LUA
-    + """
-local function finalize(job, events, status, now, template, retention)
-  unmark_queued(job)
-  local last = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
-  local seq = 1
-  if last[1] then seq = tonumber(string.match(last[1][1], '^(%d+)')) + 1 end
-  local event = string.gsub(template, '"seq":0', '"seq":' .. seq, 1)
-  redis.call('XADD', events, seq .. '-1', 'data', event)
-  redis.call('HSET', job, 'status', status, 'finished_at', now)
-  redis.call('HDEL', job, 'msg')
-  redis.call('EXPIRE', job, retention)
-  redis.call('EXPIRE', events, retention)
-  return seq
-end
-"""
-)
-"""A Lua function that ends the log of a job no worker runs (cancelled or expired while
-queued): it appends ``template`` (see :func:`template`) as the next event, sets the final
-status and the retention TTL, and drops the job from the live queued count
-(:mod:`protocol.queued`, whose snippets it brings along). The API's cancel and read scripts,
-the worker's claim script and the reaper all prepend it, so every path ends a log the same
-way."""
 
 
 def cancelled_unstarted() -> DoneEvent:

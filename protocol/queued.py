@@ -12,8 +12,8 @@ by priority and model:
 
 Members are scored by when the job was (re)queued (Unix ms, Redis time). Membership is kept
 by the scripts that move a job into or out of ``queued``, with the snippets of
-:data:`QUEUED_LUA`: submission (:mod:`api.services.job_store`), the worker's claim, cancel,
-expiry (both through ``finalize``, :data:`protocol.events.FINALIZE_LUA`), and the reaper's
+``protocol/scripts/includes/queued.lua``: submission (:mod:`api.services.job_store`), the
+worker's claim, cancel, expiry (both through ``includes/finalize.lua``), and the reaper's
 re-queue and hand-back (:mod:`workers.reaper`). A set's membership is idempotent (adding a
 job twice or removing it twice changes nothing), so the count cannot drift the way a
 counter would; the reaper's orphan sweep re-asserts it for long-queued jobs.
@@ -33,55 +33,28 @@ from __future__ import annotations
 from protocol.keys import PREFIX
 from protocol.states import Priority
 
-_LIVE = f"{PREFIX}:qlive:"
-_KEY_LIVE = f"{PREFIX}:qkey:"
-_KEYS = f"{PREFIX}:qkeys:"
+# The prefixes of the three names below; protocol/scripts/includes/queued.lua builds the
+# names from a job's hash with them (protocol.scripts.CONSTANTS).
+LIVE_PREFIX = f"{PREFIX}:qlive:"
+KEY_LIVE_PREFIX = f"{PREFIX}:qkey:"
+KEYS_INDEX_PREFIX = f"{PREFIX}:qkeys:"
 
 
 def live_key(priority: Priority | str, model: str) -> str:
     """``model``'s queued jobs of ``priority``: a sorted set of job ids by queue time."""
-    return f"{_LIVE}{Priority(priority).value}:{model}"
+    return f"{LIVE_PREFIX}{Priority(priority).value}:{model}"
 
 
 def key_live_key(priority: Priority | str, owner: str, model: str) -> str:
     """Of those, the jobs of API key ``owner`` (a key id: hex, no colon)."""
-    return f"{_KEY_LIVE}{Priority(priority).value}:{owner}:{model}"
+    return f"{KEY_LIVE_PREFIX}{Priority(priority).value}:{owner}:{model}"
 
 
 def keys_index_key(priority: Priority | str, model: str) -> str:
     """The API keys with queued jobs of ``priority`` for ``model``, scored by since when."""
-    return f"{_KEYS}{Priority(priority).value}:{model}"
+    return f"{KEYS_INDEX_PREFIX}{Priority(priority).value}:{model}"
 
 
 def key_live_parts(priority: Priority | str, model: str) -> tuple[str, str]:
     """:func:`key_live_key` as ``prefix .. owner .. suffix``, for scripts that build it."""
-    return f"{_KEY_LIVE}{Priority(priority).value}:", f":{model}"
-
-
-QUEUED_LUA = f"""
-local function live_keys(job)
-  local f = redis.call('HMGET', job, 'id', 'model', 'priority', 'owner')
-  if not f[1] or not f[2] then return nil end
-  local prio, owner = f[3] or 'batch', f[4] or ''
-  return f[1], '{_LIVE}' .. prio .. ':' .. f[2],
-    '{_KEY_LIVE}' .. prio .. ':' .. owner .. ':' .. f[2], '{_KEYS}' .. prio .. ':' .. f[2], owner
-end
-local function mark_queued(job, now_ms, ttl_ms)
-  local id, all, mine, owners, owner = live_keys(job)
-  if not id then return end
-  redis.call('ZADD', all, 'NX', now_ms, id)
-  redis.call('ZADD', mine, 'NX', now_ms, id)
-  redis.call('ZADD', owners, 'NX', now_ms, owner)
-  for _, k in ipairs({{all, mine, owners}}) do redis.call('PEXPIRE', k, ttl_ms) end
-end
-local function unmark_queued(job)
-  local id, all, mine, owners, owner = live_keys(job)
-  if not id then return end
-  redis.call('ZREM', all, id)
-  redis.call('ZREM', mine, id)
-  if redis.call('EXISTS', mine) == 0 then redis.call('ZREM', owners, owner) end
-end
-"""
-"""``mark_queued(job, now_ms, ttl_ms)`` and ``unmark_queued(job)``: a job's membership, from
-its hash. Every script that sets a job's status to ``queued`` calls the first, every one that
-moves it out of ``queued`` the second."""
+    return f"{KEY_LIVE_PREFIX}{Priority(priority).value}:", f":{model}"

@@ -1,4 +1,5 @@
-"""Claiming a job: the one script that moves it from ``queued`` to ``running``, and its answer.
+"""Claiming a job: the one script that moves it from ``queued`` to ``running``
+(``protocol/scripts/claim_job-4.lua``), and its answer.
 
 A task thread claims its job once it holds a slot of the model (:mod:`workers.lane`) and
 before it prepares the prompt (:mod:`workers.prepare`). The claim is a compare-and-set on
@@ -17,55 +18,15 @@ from typing import Any, NamedTuple, TypeVar
 import redis
 from redis.typing import EncodableT
 
-from protocol.events import FINALIZE_LUA, expired_unstarted, template
+from protocol import scripts
+from protocol.events import expired_unstarted, template
 from protocol.keys import LEASES, QUEUED, events_key, job_key, reply_text
 
-__all__ = ["CLAIM_LUA", "CLAIM_RETRY_S", "Claim", "Claimer", "retrying"]
+__all__ = ["CLAIM_RETRY_S", "Claim", "Claimer", "retrying"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Claim a job atomically: only a queued job (not cancelled, deadline not passed) becomes
-# running, once. A job past its deadline is expired here, with its final event.
-# KEYS: job, events, leases, queued index. ARGV: worker id, now, expired event template, retention,
-# lease ms, job id. The claimed message moves from ``msg`` to ``task`` (the reaper re-sends
-# it if this worker dies) and the job's lease starts (Redis time). Whatever the outcome the
-# job is no longer queued: it leaves the live queued count (protocol.queued).
-# Returns {outcome, attempt, last_seq, spec, meter}.
-CLAIM_LUA = (
-    FINALIZE_LUA
-    + """
-local job = KEYS[1]
-redis.call('ZREM', KEYS[4], ARGV[6])
-unmark_queued(job)
-local status = redis.call('HGET', job, 'status')
-if not status then return {'missing', 0, 0, false} end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-local seq = 0
-if last[1] then seq = tonumber(string.match(last[1][1], '^(%d+)')) end
-if status ~= 'queued' then return {'skip:' .. status, 0, seq, false} end
-if redis.call('HGET', job, 'cancel') == '1' then
-  redis.call('HSET', job, 'status', 'cancelled', 'finished_at', ARGV[2])
-  redis.call('HDEL', job, 'msg')
-  return {'cancelled', 0, seq, false}
-end
-local deadline = redis.call('HGET', job, 'deadline')
-if deadline and tonumber(deadline) <= tonumber(ARGV[2]) then
-  seq = finalize(job, KEYS[2], 'expired', ARGV[2], ARGV[3], tonumber(ARGV[4]))
-  return {'expired', 0, seq, false}
-end
-local attempt = redis.call('HINCRBY', job, 'attempt', 1)
-redis.call('HSET', job, 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2])
-local msg = redis.call('HGET', job, 'msg')
-if msg then redis.call('HSET', job, 'task', msg) end
-redis.call('HDEL', job, 'msg')
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[3], now_ms + tonumber(ARGV[5]), ARGV[6])
-return {'claimed', attempt, seq, redis.call('HGET', job, 'spec'), redis.call('HGET', job, 'meter')}
-"""
-)
 
 
 class Claim(NamedTuple):
@@ -91,7 +52,7 @@ class Claimer:
     def __init__(
         self, client: redis.Redis, worker_id: str, lease_s: float, retention_s: int
     ) -> None:
-        self._script = client.register_script(CLAIM_LUA)
+        self._script = client.register_script(scripts.load("claim_job"))
         self.worker_id = worker_id
         self.lease_ms = int(lease_s * 1000)
         self.retention_s = retention_s

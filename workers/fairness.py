@@ -17,10 +17,11 @@ request behind 30 long streams of 3 keys). While more than one key has work for 
 A key alone on a model uses every slot (no reserve is kept for keys that never come); the
 first other key to queue a job takes the next slot that frees, and from then on the reserve
 is kept. Queued jobs are found through the live queued sets of :mod:`protocol.queued` (one
-script, :class:`Finder`); a job taken that way is claimed like any other, so the copy of its
-message still in the list is skipped when a worker pops it. The rules apply per priority:
-an interactive task looks among interactive jobs, a batch task among batch ones (and batch
-jobs stay inside their lane). :mod:`workers.lane` applies these rules when a task takes a slot.
+script, ``find_waiting-1.lua``, run by :class:`Finder`); a job taken that way is claimed like
+any other, so the copy of its message still in the list is skipped when a worker pops it.
+The rules apply per priority: an interactive task looks among interactive jobs, a batch task
+among batch ones (and batch jobs stay inside their lane). :mod:`workers.lane` applies these
+rules when a task takes a slot.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import NamedTuple
 
 import redis
 
+from protocol import scripts
 from protocol.keys import job_key, reply_text
 from protocol.queued import key_live_parts, keys_index_key
 from protocol.states import Priority
@@ -109,31 +111,12 @@ class KeyShares:
             del held[owner]
 
 
-# KEYS: the keys index of the model's priority. ARGV: a key's queued set name as prefix and
-# suffix around the key, the limit, keys to examine, then (key, slots held) pairs. Returns
-# {job id, key}: the oldest queued job of the longest-waiting key holding fewer slots than
-# the limit, or false. A key whose set is empty leaves the index.
-_FIND = """
-local held = {}
-for i = 5, #ARGV, 2 do held[ARGV[i]] = tonumber(ARGV[i + 1]) end
-local limit = tonumber(ARGV[3])
-for _, owner in ipairs(redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[4]) - 1)) do
-  if (held[owner] or 0) < limit then
-    local first = redis.call('ZRANGE', ARGV[1] .. owner .. ARGV[2], 0, 0)
-    if first[1] then return {first[1], owner} end
-    redis.call('ZREM', KEYS[1], owner)
-  end
-end
-return false
-"""
-
-
 class Finder:
     """Finds a queued job of a key short of its share (one script, O(keys examined))."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._script = client.register_script(_FIND)
+        self._script = client.register_script(scripts.load("find_waiting"))
 
     def meta(self, job_id: str, model: str | None, interactive: bool) -> Meta:
         """The job's model (``model`` if its queue named it), its key, and the keys with

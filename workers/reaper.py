@@ -4,7 +4,8 @@ A worker that claims a job puts it in ``uml:leases`` (a sorted set scored by lea
 in Redis time) and renews the leases of every job it runs with each heartbeat
 (:func:`renew`); a job's final write removes it (:mod:`workers.sink`). Every worker runs a
 reaper pass after its heartbeat; a Redis lock makes it one pass at a time across workers.
-For each job whose lease lapsed, one script decides atomically:
+For each job whose lease lapsed, one script (``protocol/scripts/reap_job-5.lua``) decides
+atomically:
 
 - the lease was renewed meanwhile, or the job already ended → nothing;
 - its cancel flag is set → ``cancelled``, with its final event;
@@ -34,7 +35,8 @@ from typing import Any, cast
 import msgspec
 import redis
 
-from protocol.events import FINALIZE_LUA, ErrorEvent, cancelled_unstarted, template
+from protocol import scripts
+from protocol.events import ErrorEvent, cancelled_unstarted, template
 from protocol.keys import (
     KOMBU_UNACKED,
     KOMBU_UNACKED_INDEX,
@@ -47,129 +49,12 @@ from protocol.keys import (
     reply_text,
 )
 from protocol.openai import ErrorInfo
-from protocol.queued import QUEUED_LUA
 from workers.requeue import list_of
 
 log = logging.getLogger(__name__)
 
 ORPHAN_BATCH = 20
 """Queued jobs a reaper pass looks at (the longest unseen first)."""
-
-_NOW_MS = """
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# KEYS: leases. ARGV: lease ms, job ids... Renews the leases that still exist (XX).
-_RENEW = (
-    _NOW_MS
-    + """
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now_ms + tonumber(ARGV[1]), ARGV[i]) end
-return #ARGV - 1
-"""
-)
-
-# KEYS: job, events, leases, the job's queue list, the queued index. ARGV: job id, max
-# attempts, retention, failed event template, error json, cancelled event template.
-_REAP_ONE = (
-    FINALIZE_LUA
-    + _NOW_MS
-    + """
-local score = redis.call('ZSCORE', KEYS[3], ARGV[1])
-if not score or tonumber(score) > now_ms then return 'renewed' end
-redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'ended' end
-local now = now_ms / 1000
-if redis.call('HGET', KEYS[1], 'cancel') == '1' then
-  finalize(KEYS[1], KEYS[2], 'cancelled', now, ARGV[6], tonumber(ARGV[3]))
-  return 'cancelled'
-end
-local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
-attempt = attempt - tonumber(redis.call('HGET', KEYS[1], 'handbacks') or '0')
-local task = redis.call('HGET', KEYS[1], 'task')
-if attempt >= tonumber(ARGV[2]) or not task then
-  finalize(KEYS[1], KEYS[2], 'failed', now, ARGV[4], tonumber(ARGV[3]))
-  redis.call('HSET', KEYS[1], 'error', ARGV[5])
-  return 'failed'
-end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'msg', task)
-redis.call('HDEL', KEYS[1], 'worker')
-mark_queued(KEYS[1], now_ms, tonumber(ARGV[3]) * 1000)
-redis.call('RPUSH', KEYS[4], task)
-redis.call('ZADD', KEYS[5], now_ms, ARGV[1])
-return 'requeued'
-"""
-)
-
-
-# KEYS: job, leases, the job's queue list, the queued index. ARGV: job id, the attempt
-# handing back, retention.
-_HAND_BACK = (
-    QUEUED_LUA
-    + _NOW_MS
-    + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 'ended' end
-if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[2] then return 'fenced' end
-local task = redis.call('HGET', KEYS[1], 'task')
-if not task then return 'no-task' end
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'handbacks', 1)
-redis.call('HSET', KEYS[1], 'status', 'queued', 'msg', task)
-redis.call('HDEL', KEYS[1], 'worker')
-mark_queued(KEYS[1], now_ms, tonumber(ARGV[3]) * 1000)
-redis.call('RPUSH', KEYS[3], task)
-redis.call('ZADD', KEYS[4], now_ms, ARGV[1])
-return 'handed_back'
-"""
-)
-
-# KEYS: job, queued index, the job's queue list, kombu's unacked hash and its index. ARGV:
-# job id, the message as read, its delivery tag, seconds after which a delivered message
-# of a still-queued job counts as stranded. A queued job whose message is neither in its
-# list nor delivered to a worker lost it (kombu pops with BRPOP: a reply lost in a Redis
-# restart is a message gone); one delivered that long ago without a claim was stranded
-# (its worker died, or dropped it when its broker connection broke and could not give it
-# back). Either way: push it back (and drop the stranded delivery). A duplicate is
-# harmless, the claim runs a job once. The pass also re-asserts the job's place in the live
-# queued count (protocol.queued): a member while queued, none after (ARGV[5]: retention).
-_RESTORE = (
-    QUEUED_LUA
-    + _NOW_MS
-    + """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  unmark_queued(KEYS[1])
-  return 'ended'
-end
-mark_queued(KEYS[1], now_ms, tonumber(ARGV[5]) * 1000)
-if redis.call('HGET', KEYS[1], 'msg') ~= ARGV[2] then
-  redis.call('ZADD', KEYS[2], now_ms, ARGV[1])
-  return 'moved'
-end
-redis.call('ZADD', KEYS[2], now_ms, ARGV[1])
-if redis.call('LPOS', KEYS[3], ARGV[2], 'RANK', -1) then return 'queued' end
-if ARGV[3] ~= '' and redis.call('HEXISTS', KEYS[4], ARGV[3]) == 1 then
-  local at = tonumber(redis.call('ZSCORE', KEYS[5], ARGV[3]))
-  if not at or now_ms / 1000 - at < tonumber(ARGV[4]) then return 'delivered' end
-  redis.call('HDEL', KEYS[4], ARGV[3])
-  redis.call('ZREM', KEYS[5], ARGV[3])
-  redis.call('RPUSH', KEYS[3], ARGV[2])
-  return 'stranded'
-end
-redis.call('RPUSH', KEYS[3], ARGV[2])
-return 'restored'
-"""
-)
-
-
-# KEYS: job, queued index. ARGV: job id. A job that is not queued leaves both.
-_FORGET = (
-    QUEUED_LUA
-    + """
-redis.call('ZREM', KEYS[2], ARGV[1])
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then unmark_queued(KEYS[1]) end
-"""
-)
 
 
 def worker_lost(attempts: int) -> ErrorInfo:
@@ -189,11 +74,12 @@ class Reaper:
         self.lease_ms = int(lease_s * 1000)
         self.max_attempts = max_attempts
         self.retention_s = retention_s
-        self._renew = client.register_script(_RENEW)
-        self._reap_one = client.register_script(_REAP_ONE)
-        self._hand_back = client.register_script(_HAND_BACK)
-        self._restore = client.register_script(_RESTORE)
-        self._forget = client.register_script(_FORGET)
+        self._renew = client.register_script(scripts.load("renew_leases"))
+        self._reap_one = client.register_script(scripts.load("reap_job"))
+        self._hand_back = client.register_script(scripts.load("hand_back_job"))
+        self._restore = client.register_script(scripts.load("restore_job"))
+        self._forget = client.register_script(scripts.load("forget_job"))
+        self._unlock = client.register_script(scripts.load("unlock"))
         self.orphan_ms = 2 * self.lease_ms
         """A queued job's message unseen this long is looked for (and restored if gone)."""
         error = worker_lost(max_attempts)
@@ -226,12 +112,7 @@ class Reaper:
                     outcomes[reply_text(raw)] = outcome
             return outcomes
         finally:
-            self.redis.eval(
-                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end",
-                1,
-                REAPER_LOCK,
-                holder,
-            )
+            self._unlock(keys=[REAPER_LOCK], args=[holder])
 
     def hand_back(self, job_id: str, attempt: int) -> str:
         """Put a job this worker stopped (shutting down) back at the head of its queue; a

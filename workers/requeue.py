@@ -3,7 +3,8 @@ its model (an unload finished while kombu had the message in flight).
 
 The job's hash still holds the message the API queued (``msg``, kept while the job is
 ``queued``); it goes back at the **head** of its priority list (kombu pops from the right)
-with a fresh delivery tag, and ``msg`` follows it, so queue positions keep working.
+with a fresh delivery tag, and ``msg`` follows it, so queue positions keep working
+(``protocol/scripts/requeue_job-2.lua``).
 """
 
 from __future__ import annotations
@@ -15,18 +16,10 @@ import uuid
 import msgspec
 import redis
 
+from protocol import scripts
 from protocol.keys import CELERY_PRIORITY_STEPS, broker_transport_options, job_key, queue_name
 
 log = logging.getLogger(__name__)
-
-# KEYS: job, the list. ARGV: the message as read, the new message. Returns 1 if moved.
-_REQUEUE = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
-if redis.call('HGET', KEYS[1], 'msg') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'msg', ARGV[2])
-redis.call('RPUSH', KEYS[2], ARGV[2])
-return 1
-"""
 
 _SEP = str(broker_transport_options()["sep"])
 LANE_FULL = "no slot it may take here now (interactive lane or key share)"
@@ -35,7 +28,7 @@ LANE_FULL = "no slot it may take here now (interactive lane or key share)"
 class Requeuer:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._script = client.register_script(_REQUEUE)
+        self._script = client.register_script(scripts.load("requeue_job"))
 
     def give_back(self, job_id: str, model: str, why: str = "model not held here") -> str:
         """``requeued``, or ``skip`` for a job that is no longer queued (nothing to do)."""

@@ -1,12 +1,12 @@
 """Write every active job's new events and hash fields in one Redis round trip.
 
-Once per scheduler iteration, one Lua script (``EVALSHA``) does all of it: ``XADD`` of each
-new event under its explicit id ``{seq}-1`` (Redis rejects a duplicate, so a retried flush
-is idempotent), ``HSET`` of the job fields that changed, ``EXPIRE`` once a job ends, and
-reading the cancel flag of every running job, so a cancel comes back in the same round
-trip. One command instead of three per job keeps the scheduler thread's Python work per
-token small: the profile of the pipelined version showed a fifth of the loop in reply
-parsing at 32 streams.
+Once per scheduler iteration, one Lua script (``protocol/scripts/flush_writes.lua``, one
+``EVALSHA``) does all of it: ``XADD`` of each new event under its explicit id ``{seq}-1``
+(Redis rejects a duplicate, so a retried flush is idempotent), ``HSET`` of the job fields
+that changed, ``EXPIRE`` once a job ends, and reading the cancel flag of every running job,
+so a cancel comes back in the same round trip. One command instead of three per job keeps
+the scheduler thread's Python work per token small: the profile of the pipelined version
+showed a fifth of the loop in reply parsing at 32 streams.
 """
 
 from __future__ import annotations
@@ -23,68 +23,37 @@ import msgspec
 import redis
 from redis.exceptions import OutOfMemoryError
 
+from protocol import scripts
 from protocol.events import Event, encode_event
 from protocol.jobs import to_hash
 from protocol.keys import EVENT_FIELD, IDS_FIELD, LEASES, entry_id, events_key, job_key
-from protocol.meter import CHARGE_LUA
 
 log = logging.getLogger(__name__)
 
-# KEYS: job key and events key of each job, in pairs, then the token windows to charge,
-# then the leases set. ARGV[1]: retention seconds; ARGV[2]: {"w": [[job index, [[entry id,
-# event json, ids], ...], [field, value, ...], final, attempt, job id, meter]], "c": [job
-# index, ...]} (1-based indexes into the KEYS pairs; meter: 0 or the KEYS index of the
-# token window); ARGV[3]: the event field name; ARGV[4]: the token-ids field name.
-# ``ids`` ("5,17,3", or "" for events that are not tokens) goes into the same stream entry
-# as a second field: a resumed attempt forces exactly these ids (see ``resume_state``).
-# A write whose attempt (when > 0) is no longer the job's is fenced: skipped, and reported
-# with the cancelled ones so its (stale) worker drops the job. A full Redis (``OOM``, under
-# ``maxmemory-policy noeviction``) fails the whole flush, which the caller retries.
-# Returns {cancelled or fenced job indexes, error messages}.
-_FLUSH = (
-    CHARGE_LUA
-    + """
-local retention = tonumber(ARGV[1])
-local plan = cjson.decode(ARGV[2])
-local errors, cancelled = {}, {}
-for _, w in ipairs(plan.w) do
-  local jk, ek = KEYS[2 * w[1] - 1], KEYS[2 * w[1]]
-  if w[5] > 0 and redis.call('HGET', jk, 'attempt') ~= tostring(w[5]) then
-    table.insert(cancelled, w[1])
-  else
-    for _, ev in ipairs(w[2]) do
-      local ok
-      if ev[3] ~= '' then
-        ok = redis.pcall('XADD', ek, ev[1], ARGV[3], ev[2], ARGV[4], ev[3])
-      else
-        ok = redis.pcall('XADD', ek, ev[1], ARGV[3], ev[2])
-      end
-      if type(ok) == 'table' and ok.err then
-        if string.sub(ok.err, 1, 3) == 'OOM' then return redis.error_reply(ok.err) end
-        if not string.find(ok.err, 'equal or smaller') then table.insert(errors, ok.err) end
-      end
-    end
-    if #w[3] > 0 then redis.call('HSET', jk, unpack(w[3])) end
-    if w[4] then
-      redis.call('EXPIRE', jk, retention)
-      redis.call('EXPIRE', ek, retention)
-      redis.call('ZREM', KEYS[#KEYS], w[6])
-      if w[7] > 0 and redis.call('HSETNX', jk, 'charged', '1') == 1 then
-        local used = redis.call('HMGET', jk, 'prompt_tokens', 'completion_tokens')
-        local tokens = (tonumber(used[1]) or 0) + (tonumber(used[2]) or 0)
-        if tokens > 0 then charge(KEYS[w[7]], tokens) end
-      end
-    end
-  end
-end
-for _, i in ipairs(plan.c) do
-  if redis.call('HGET', KEYS[2 * i - 1], 'cancel') == '1' then table.insert(cancelled, i) end
-end
-return {cancelled, errors}
-"""
-)
-
 _encoder = msgspec.json.Encoder()
+
+
+class _Planned(msgspec.Struct):
+    """One job's write as ``flush_writes.lua`` reads it: a JSON object, by field name."""
+
+    job: int
+    """The job's index (from 1) into the plan's pairs of KEYS (its hash, its event log)."""
+    events: list[tuple[str, str, str]]
+    """``(entry id, event JSON, token ids)`` of each new event (ids ``""`` for no token)."""
+    fields: list[Any]
+    """The hash fields that changed, name then value."""
+    final: bool
+    attempt: int
+    id: str
+    meter: int = 0
+    """The KEYS index of the token window its final write charges; 0 for none."""
+
+
+class _Plan(msgspec.Struct):
+    """``ARGV[2]`` of ``flush_writes.lua``: the writes, and the jobs whose cancel flag to read."""
+
+    writes: list[_Planned]
+    watch: list[int]
 
 
 @dataclass(slots=True)
@@ -106,7 +75,7 @@ class RedisSink:
     def __init__(self, client: redis.Redis, retention_s: int) -> None:
         self._redis = client
         self._retention_s = retention_s
-        self._script = client.register_script(_FLUSH)
+        self._script = client.register_script(scripts.load("flush_writes"))
 
     def flush(self, writes: Sequence[JobWrite], watch: Iterable[str]) -> set[str]:
         """Write ``writes``; return the ids among ``watch`` whose cancel flag is set.
@@ -150,18 +119,25 @@ class RedisSink:
         plan_writes = []
         for write in writes:
             events = [
-                [entry_id(e.seq), encode_event(e).decode(), _ids_text(write.token_ids.get(e.seq))]
+                (entry_id(e.seq), encode_event(e).decode(), _ids_text(write.token_ids.get(e.seq)))
                 for e in write.events
             ]
             fields = [item for pair in to_hash(write.fields).items() for item in pair]
             plan_writes.append(
-                [slot(write.job_id), events, fields, write.final, write.attempt, write.job_id, 0]
+                _Planned(
+                    job=slot(write.job_id),
+                    events=events,
+                    fields=fields,
+                    final=write.final,
+                    attempt=write.attempt,
+                    id=write.job_id,
+                )
             )
-        plan = {"w": plan_writes, "c": [slot(job_id) for job_id in watch]}
+        plan = _Plan(plan_writes, [slot(job_id) for job_id in watch])
         for write, planned in zip(writes, plan_writes, strict=True):
             if write.final and write.meter:
                 keys.append(write.meter)
-                planned[6] = len(keys)
+                planned.meter = len(keys)
         keys.append(LEASES)
         return keys, [self._retention_s, _encoder.encode(plan), EVENT_FIELD, IDS_FIELD], ids
 

@@ -8,7 +8,7 @@ hold up to ``rph`` timestamps per key. Clocks are Redis's (``TIME``), so replica
 
     request ─► auth middleware ─► ApiKey ─► policy_for ─► Policy | None (unlimited)
                                                 │
-        ADMIT_LUA, one EVALSHA: roll buckets, test burst/rpm/rph (+ tpm on generation
+        admit_request.lua, one EVALSHA: roll buckets, test burst/rpm/rph (+ tpm on generation
         routes), charge all of them or none ─► Decision
                                                 │
              429 + Retry-After + RateLimit-*  ◄─┴─►  handler; RateLimit-* on its response
@@ -33,57 +33,15 @@ import anyio
 import redis.asyncio as aioredis
 
 from api.errors import APIError
+from protocol import scripts
 from protocol.auth import BOOTSTRAP_ID, ApiKey
 from protocol.events import Event
 from protocol.keys import ratelimit_key, sockets_key, streams_key
-from protocol.meter import ROLL_LUA, TOKEN_WINDOW_MS
+from protocol.meter import TOKEN_WINDOW_MS
 from protocol.settings import LimitSettings
 
 METERED = {"uml_metered": True}
 """Route ``opt`` of the generation routes: a spent token budget refuses them."""
-
-ADMIT_LUA = (
-    ROLL_LUA
-    + """
--- KEYS: n request windows, then the token window if ARGV[2] == 1.
--- ARGV: n, check_tokens, then period_ms and limit for each key.
-local n, check_tokens = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ok, out, state = 1, {0, now}, {}
-for i = 1, #KEYS do
-  local period, limit = tonumber(ARGV[1 + 2 * i]), tonumber(ARGV[2 + 2 * i])
-  local idx, c, p = roll(KEYS[i], period, now)
-  if weighted(c, p, period, now) + 1 > limit then ok = 0 end
-  state[i] = {idx, c, p, period}
-  out[#out + 1] = c
-  out[#out + 1] = p
-end
-if ok == 1 then
-  for i = 1, n do
-    local s = state[i]
-    store(KEYS[i], s[1], s[2] + 1, s[3], s[4])
-  end
-end
-out[1] = ok
-return out
-"""
-)
-
-LEASE_LUA = """
--- KEYS[1]: the key's stream leases; ARGV: cap (0: renew only), lease_ms, token.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cap, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if cap == 0 then
-  redis.call('ZADD', KEYS[1], 'XX', now + lease, ARGV[3])
-else
-  local open = redis.call('ZCARD', KEYS[1])
-  if open >= cap then return {0, open} end
-  redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
-end
-redis.call('PEXPIRE', KEYS[1], lease)
-return {1, redis.call('ZCARD', KEYS[1])}
-"""
 
 
 @dataclass(frozen=True)
@@ -299,8 +257,8 @@ class Limiter:
     def __init__(self, redis: aioredis.Redis, cfg: LimitSettings) -> None:
         self._redis = redis
         self._cfg = cfg
-        self._admit = redis.register_script(ADMIT_LUA)
-        self._lease = redis.register_script(LEASE_LUA)
+        self._admit = redis.register_script(scripts.load("admit_request"))
+        self._lease = redis.register_script(scripts.load("slot_lease"))
 
     def policy(self, key: object) -> Policy | None:
         return policy_for(key, self._cfg)

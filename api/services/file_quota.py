@@ -19,19 +19,17 @@ files are counted when written but never refused: a batch's results are not lost
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
 
 from api.errors import APIError
+from protocol import scripts
 from protocol.keys import file_sizes_key, file_usage_key
 
 RESERVATION_S = 300
 """How long an upload's reserved room waits for its write (which follows at once)."""
-
-_RESERVE = (Path(__file__).parent / "reserve_file-2.lua").read_text()
 
 
 def over_quota(size: int, used: int, files: int, max_bytes: int, max_files: int) -> APIError:
@@ -57,7 +55,7 @@ class FileQuota:
         self.max_bytes = max_bytes
         self.max_files = max_files
         self.ttl_s = ttl_s
-        self._reserve = redis.register_script(_RESERVE)
+        self._reserve = redis.register_script(scripts.load("reserve_file"))
 
     async def check(self, owner: str, size: int) -> None:
         """Refuse early a file of ``size`` bytes that would not fit (nothing is reserved)."""

@@ -1,4 +1,5 @@
-"""Job records in Redis as the API writes and reads them: one Lua script per operation.
+"""Job records in Redis as the API writes and reads them: one Lua script per operation
+(``protocol/scripts/``: ``submit_job.lua``, ``read_job.lua``, ``cancel_job-2.lua``).
 
 ``submit`` checks the ``Idempotency-Key``, the key's share of the model's queue and the
 queue's bound (both per priority, counted on the live queued jobs of
@@ -31,7 +32,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from api.enqueue import queue_list, task_message
-from protocol.events import FINALIZE_LUA, cancelled_unstarted, expired_unstarted, template
+from protocol import scripts
+from protocol.events import cancelled_unstarted, expired_unstarted, template
 from protocol.jobs import JobRecord, from_hash, new_job_id, record_to_hash
 from protocol.keys import (
     CELERY_PRIORITY_BATCH,
@@ -47,120 +49,9 @@ from protocol.keys import (
     queue_name,
     reply_text,
 )
-from protocol.queued import QUEUED_LUA, key_live_key, live_key
+from protocol.queued import key_live_key, live_key
 from protocol.settings import ServerSettings
 from protocol.states import JobStatus, Priority
-
-# KEYS: job, owner index, idempotency key ('' for none), the queued index, the model's live
-#       queued jobs of the job's priority, the owner's share of them, the model's lists by step.
-# ARGV: retention, the priority's bound, index of the target list, message, job id, body
-#       hash, idempotency TTL, trim cutoff id, job key prefix, the owner's share (0: none
-#       below the bound), hash fields...
-# Returns {'queued', id, jobs ahead} | {'replay'|'conflict', id} | {'share'|'full', count}.
-_SUBMIT = (
-    QUEUED_LUA
-    + """
-local idem = KEYS[3]
-if idem ~= '' then
-  local prev = redis.call('GET', idem)
-  if prev then
-    local id, hash = string.match(prev, '^(%S+) (%S+)$')
-    if hash ~= ARGV[6] then return {'conflict', id} end
-    if redis.call('EXISTS', ARGV[9] .. id) == 1 then return {'replay', id} end
-  end
-end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local retention = tonumber(ARGV[1])
-local stale = '(' .. (now_ms - retention * 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', stale)
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', stale)
-local mine = redis.call('ZCARD', KEYS[6])
-if tonumber(ARGV[10]) > 0 and mine >= tonumber(ARGV[10]) then return {'share', tostring(mine)} end
-local queued = redis.call('ZCARD', KEYS[5])
-if queued >= tonumber(ARGV[2]) then return {'full', tostring(queued)} end
-local ahead, target = 0, tonumber(ARGV[3])
-for i = 7, 6 + target do ahead = ahead + redis.call('LLEN', KEYS[i]) end
-redis.call('HSET', KEYS[1], 'msg', ARGV[4], unpack(ARGV, 11))
-redis.call('EXPIRE', KEYS[1], retention)
-mark_queued(KEYS[1], now_ms, retention * 1000)
-redis.call('LPUSH', KEYS[6 + target], ARGV[4])
-redis.call('ZADD', KEYS[4], now_ms, ARGV[5])
-redis.call('ZADD', KEYS[2], 0, ARGV[5])
-redis.call('ZREMRANGEBYLEX', KEYS[2], '-', '(' .. ARGV[8])
-redis.call('EXPIRE', KEYS[2], retention)
-if idem ~= '' then redis.call('SET', idem, ARGV[5] .. ' ' .. ARGV[6], 'EX', ARGV[7]) end
-return {'queued', ARGV[5], ahead}
-"""
-)
-
-_EXPIRE_IF_DUE = """
-local function expire_if_due(job, events, now, template, retention)
-  local f = redis.call('HMGET', job, 'status', 'deadline')
-  if f[1] == 'queued' and f[2] and tonumber(f[2]) <= tonumber(now) then
-    finalize(job, events, 'expired', now, template, retention)
-  end
-end
-local function last_seq(events)
-  local last = redis.call('XREVRANGE', events, '+', '-', 'COUNT', 1)
-  if last[1] then return tonumber(string.match(last[1][1], '^(%d+)')) end
-  return 0
-end
-"""
-
-# KEYS: job, events, the model's lists by step. ARGV: owner, now, retention, expired event.
-# Returns false (not found), or {fields (no msg, no spec), queue position or -1, last seq}.
-_READ = (
-    FINALIZE_LUA
-    + _EXPIRE_IF_DUE
-    + """
-if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return false end
-expire_if_due(KEYS[1], KEYS[2], ARGV[2], ARGV[4], tonumber(ARGV[3]))
-local h = redis.call('HGETALL', KEYS[1])
-local out, msg, status, prio = {}, false, nil, nil
-for i = 1, #h, 2 do
-  if h[i] == 'msg' then msg = h[i + 1]
-  elseif h[i] ~= 'spec' then
-    table.insert(out, h[i]); table.insert(out, h[i + 1])
-    if h[i] == 'status' then status = h[i + 1] end
-  end
-end
-local position = -1
-if status == 'queued' and msg then
-  position = 0
-  for i = 3, #KEYS do
-    local at = redis.call('LPOS', KEYS[i], msg)
-    local n = redis.call('LLEN', KEYS[i])
-    if at then position = position + n - 1 - at; break end
-    position = position + n
-  end
-end
-return {out, position, last_seq(KEYS[2])}
-"""
-)
-
-# KEYS: job, events. ARGV: now, retention, expired event, cancelled event[, owner].
-# With an owner, another key's job is not found; without, whoever's job it is.
-# Returns false (not found), or {status after the call, last seq}.
-_CANCEL = (
-    FINALIZE_LUA
-    + _EXPIRE_IF_DUE
-    + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-if ARGV[5] and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[5] then return false end
-local retention = tonumber(ARGV[2])
-expire_if_due(KEYS[1], KEYS[2], ARGV[1], ARGV[3], retention)
-local status = redis.call('HGET', KEYS[1], 'status')
-if status == 'queued' then
-  redis.call('HSET', KEYS[1], 'cancel', '1')
-  finalize(KEYS[1], KEYS[2], 'cancelled', ARGV[1], ARGV[4], retention)
-  status = 'cancelled'
-elseif status == 'running' then
-  redis.call('HSET', KEYS[1], 'cancel', '1')
-end
-return {status, last_seq(KEYS[2])}
-"""
-)
 
 VIEW_FIELDS = tuple(f for f in JobRecord.__struct_fields__ if f not in ("spec", "cancel"))
 """The hash fields a listing reads (the spec and the queued message stay in Redis)."""
@@ -254,9 +145,9 @@ class JobStore:
         self.redis = redis
         self.retention_s = retention_s
         self.bounds = bounds
-        self._submit = redis.register_script(_SUBMIT)
-        self._read = redis.register_script(_READ)
-        self._cancel = redis.register_script(_CANCEL)
+        self._submit = redis.register_script(scripts.load("submit_job"))
+        self._read = redis.register_script(scripts.load("read_job"))
+        self._cancel = redis.register_script(scripts.load("cancel_job"))
         self._expired = template(expired_unstarted())
         self._cancelled = template(cancelled_unstarted())
 

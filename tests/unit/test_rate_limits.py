@@ -15,9 +15,9 @@ from litestar.testing import AsyncTestClient
 
 from api.app import create_app
 from api.security.limits import Count, Decision, Limiter, Window, policy_for
-from protocol import auth
+from protocol import auth, scripts
 from protocol.auth import KeyLimits
-from protocol.meter import CHARGE_LUA, token_meter
+from protocol.meter import token_meter
 from protocol.settings import LimitSettings
 from tests.auth import AUTH
 from tests.unit.test_api_http import error_of, settings
@@ -135,7 +135,7 @@ async def test_admit_charges_all_windows_or_none(redis: aioredis.Redis) -> None:
 
 async def charge(redis: aioredis.Redis, key_id: str, tokens: int) -> None:
     """What the worker's final write does for a job of ``key_id`` (``workers/sink.py``)."""
-    script = CHARGE_LUA + "return charge(KEYS[1], tonumber(ARGV[1]))"
+    script = scripts.expand("--- @include charge\nreturn charge(KEYS[1], tonumber(ARGV[1]))")
     await redis.eval(script, 1, token_meter(key_id), tokens)  # type: ignore[misc]
 
 

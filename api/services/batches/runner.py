@@ -42,6 +42,7 @@ from api.services.batches.validate import Validator
 from api.services.files import FileStore
 from api.services.job_store import JobStore, QueueFull
 from api.services.models import LiveModels
+from protocol import scripts
 from protocol.batches import BatchStatus
 from protocol.jobs import queued_record
 from protocol.keys import (
@@ -59,29 +60,6 @@ log = logging.getLogger(__name__)
 
 _prepared = msgspec.json.Decoder(Prepared)
 _encode = msgspec.json.encode
-
-# KEYS: lease. ARGV: holder, ttl ms. Take a free lease or renew our own.
-_LEASE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-# KEYS: batch, pending, out, err. ARGV: job id, 'out'|'err', line, completed+, failed+,
-# input tokens, output tokens. Records one finished job's line exactly once.
-_SETTLE = """
-if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then return 0 end
-if ARGV[2] == 'out' then redis.call('RPUSH', KEYS[3], ARGV[3])
-else redis.call('RPUSH', KEYS[4], ARGV[3]) end
-redis.call('HINCRBY', KEYS[1], 'completed', ARGV[4])
-redis.call('HINCRBY', KEYS[1], 'failed', ARGV[5])
-redis.call('HINCRBY', KEYS[1], 'input_tokens', ARGV[6])
-redis.call('HINCRBY', KEYS[1], 'output_tokens', ARGV[7])
-return 1
-"""
 
 
 def _bytes(value: bytes | str) -> bytes:
@@ -105,8 +83,9 @@ class BatchRunner:
         self.batches = batches
         self.validator = Validator(redis, settings, models, batches)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self._lease = redis.register_script(_LEASE)
-        self._settle = redis.register_script(_SETTLE)
+        self._lease = redis.register_script(scripts.load("lock"))
+        self._unlock = redis.register_script(scripts.load("unlock"))
+        self._settle = redis.register_script(scripts.load("settle_batch_line"))
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -119,13 +98,7 @@ class BatchRunner:
             task.cancel()
             await asyncio.wait([task], timeout=5)
             try:
-                await self.redis.eval(
-                    "if redis.call('GET', KEYS[1]) == ARGV[1] then "
-                    "return redis.call('DEL', KEYS[1]) end return 0",
-                    1,
-                    BATCH_RUNNER_LEASE,
-                    self.holder,
-                )
+                await self._unlock(keys=[BATCH_RUNNER_LEASE], args=[self.holder])
             except RedisError:
                 pass
 

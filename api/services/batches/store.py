@@ -20,6 +20,7 @@ from api import validation
 from api.errors import APIError, invalid_request
 from api.services.files import FileStore
 from api.services.paging import newest_first
+from protocol import scripts
 from protocol.batches import (
     BATCH_ENDPOINTS,
     BATCH_TERMINAL,
@@ -114,25 +115,6 @@ def to_batch(raw: dict[Any, Any]) -> Batch:
     )
 
 
-# KEYS: batch. ARGV: from status, to status, time field, now. Compare-and-set the status.
-_MOVE = """
-if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[2], ARGV[3], ARGV[4])
-return 1
-"""
-
-_CANCEL = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status or redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return false end
-if status == 'validating' or status == 'in_progress' then
-  redis.call('HSET', KEYS[1], 'status', 'cancelling', 'cancelling_at', ARGV[2],
-             'stop_reason', 'cancelled')
-  return 'cancelling'
-end
-return status
-"""
-
-
 class BatchStore:
     """The API's Redis operations on batch records."""
 
@@ -140,8 +122,8 @@ class BatchStore:
         self.redis = redis
         self.files = files
         self.ttl_s = ttl_s
-        self._cancel = redis.register_script(_CANCEL)
-        self._move = redis.register_script(_MOVE)
+        self._cancel = redis.register_script(scripts.load("cancel_batch"))
+        self._move = redis.register_script(scripts.load("move_batch"))
 
     async def create(self, owner: str, body: bytes) -> Batch:
         req = _creation(body)
