@@ -1,8 +1,9 @@
 """The scheduler thread: the only caller of the engine.
 
 Task threads hand jobs over through a queue. Each iteration admits new jobs, runs one
-engine step for every active job together, turns token ids into events, and writes all
-of them with one Redis pipeline (which also returns the cancel flags).
+engine step for every active job together, turns token ids into events, and hands them to
+the model's writer thread (:class:`workers.sink.BackgroundWriter`), which flushes them with
+one Redis script while the next step runs; its answer carries the cancel flags back.
 """
 
 from __future__ import annotations
