@@ -9,18 +9,19 @@ from typing import Any
 import pytest
 import redis
 
-from protocol import scripts
-from protocol.events import ErrorEvent, decode_event, template
-from protocol.events import cancelled_unstarted as cancelled_event
-from protocol.events import expired_unstarted as expired_event
-from protocol.keys import QUEUED, events_key, job_key
-from protocol.queued import key_live_key, keys_index_key, live_key
-
-JOB, EVENTS = job_key("j"), events_key("j")
-LISTS = [f"model.m:{step}" for step in (0, 3, 6, 9)]
-LIVE = live_key("batch", "m")
-MINE = key_live_key("batch", "k", "m")
-EXPIRED, CANCELLED = template(expired_event()), template(cancelled_event())
+from protocol.events import ErrorEvent, decode_event
+from protocol.keys import QUEUED, job_key
+from protocol.queued import keys_index_key
+from tests.unit.scripts_on_redis import (
+    CANCELLED,
+    EVENTS,
+    EXPIRED,
+    JOB,
+    LIVE,
+    MINE,
+    now_ms,
+    run,
+)
 
 
 @pytest.fixture
@@ -30,13 +31,7 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     c.close()
 
 
-def run(client: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
-    return client.register_script(scripts.load(name))(keys=keys, args=args)
-
-
-def now_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds * 1000 + micros // 1000)
+LISTS = [f"model.m:{step}" for step in (0, 3, 6, 9)]
 
 
 # ---- submit_job ---------------------------------------------------------------------------

@@ -10,19 +10,22 @@ import msgspec
 import pytest
 import redis
 
-from protocol import scripts
 from protocol.events import StatusEvent, TokenEvent, decode_event, encode_event, template
 from protocol.events import cancelled_unstarted as cancelled_event
 from protocol.events import expired_unstarted as expired_event
 from protocol.keys import LEASES, QUEUED, events_key, job_key
 from protocol.meter import token_meter
-from protocol.queued import key_live_key, key_live_parts, keys_index_key, live_key
-
-JOB, EVENTS, LIST = job_key("j"), events_key("j"), "model.m"
-LIVE = live_key("batch", "m")
-MINE = key_live_key("batch", "k", "m")
-OWNERS = keys_index_key("batch", "m")
-EXPIRED, CANCELLED = template(expired_event()), template(cancelled_event())
+from protocol.queued import key_live_parts, keys_index_key
+from tests.unit.scripts_on_redis import (
+    CANCELLED,
+    EVENTS,
+    EXPIRED,
+    JOB,
+    LIVE,
+    MINE,
+    now_ms,
+    run,
+)
 
 
 @pytest.fixture
@@ -32,13 +35,8 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
     c.close()
 
 
-def run(client: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:
-    return client.register_script(scripts.load(name))(keys=keys, args=args)
-
-
-def now_ms(client: redis.Redis) -> int:
-    seconds, micros = client.time()
-    return int(seconds * 1000 + micros // 1000)
+LIST = "model.m"
+OWNERS = keys_index_key("batch", "m")
 
 
 def job(client: redis.Redis, status: str, **fields: str | int | float) -> None:
