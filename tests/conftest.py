@@ -28,6 +28,14 @@ def redis_url(redis_server: RedisServer) -> Iterator[str]:
     yield redis_server.url
 
 
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A blocking client of the (emptied) test Redis, for what a worker thread does."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
 @pytest.fixture(name="redis")
 async def async_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     """An async client of the (emptied) test Redis."""

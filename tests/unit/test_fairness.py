@@ -4,10 +4,8 @@ the script that finds a waiting key's job (on a real Redis)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from types import SimpleNamespace
 
-import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -81,15 +79,8 @@ def test_a_key_alone_takes_every_slot() -> None:
         assert ln.take("m", True, "a") is not None
 
 
-@pytest.fixture
-def sync(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
-
-
 async def test_finder_takes_the_longest_waiting_key_short_of_its_share(
-    redis: aioredis.Redis, sync: redis.Redis
+    redis: aioredis.Redis, sync_redis: redis.Redis
 ) -> None:
     store = JobStore(redis, retention_s=600, bounds=QueueBounds(interactive=50, batch=50))
 
@@ -97,7 +88,7 @@ async def test_finder_takes_the_longest_waiting_key_short_of_its_share(
         return (await store.submit(queued_record(SPEC, owner, Priority.INTERACTIVE))).job_id
 
     a1, b1, b2, c1 = [await submit(o) for o in ("a", "b", "b", "c")]
-    finder = Finder(sync)
+    finder = Finder(sync_redis)
     found = finder.find("m", True, {"a": 3, "b": 1}, below=2)
     assert found in ((b1, "b"), (b2, "b"))  # b's oldest (two in one millisecond tie)
     assert finder.find("m", True, {"a": 3, "b": 1}, below=1) == (c1, "c")  # new keys only
@@ -105,15 +96,15 @@ async def test_finder_takes_the_longest_waiting_key_short_of_its_share(
     assert finder.find("m", False, {}, below=1) is None  # no batch job queued
     await store.cancel(c1, "c")
     assert finder.find("m", True, {"a": 3, "b": 1}, below=1) is None
-    members = sync.zrange(keys_index_key(Priority.INTERACTIVE, "m"), 0, -1)
+    members = sync_redis.zrange(keys_index_key(Priority.INTERACTIVE, "m"), 0, -1)
     assert members == [b"a", b"b"]
 
 
 async def test_a_task_over_its_share_takes_a_waiting_keys_job(
-    redis: aioredis.Redis, sync: redis.Redis
+    redis: aioredis.Redis, sync_redis: redis.Redis
 ) -> None:
     store = JobStore(redis, retention_s=600, bounds=QueueBounds(interactive=50, batch=50))
-    ln, finder = lane(slots=4, reserve=1), Finder(sync)
+    ln, finder = lane(slots=4, reserve=1), Finder(sync_redis)
 
     def find(held: dict[str, int], below: int) -> tuple[str, str] | None:
         return finder.find("m", True, held, below)

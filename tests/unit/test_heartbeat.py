@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import msgspec
-import pytest
 import redis
 
 from protocol.keys import LEASES, WORKERS_SET, worker_key
@@ -17,34 +14,27 @@ from workers.reaper import Reaper
 INFO = WorkerInfo(id="w-1", host="h", pid=1, slots=2, active=0, models=[], started_at=0.0)
 
 
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
-    yield c
-    c.close()
-
-
-def heartbeat(client: redis.Redis) -> Heartbeat:
+def heartbeat(sync_redis: redis.Redis) -> Heartbeat:
     settings = WorkerSettings(heartbeat_s=60, heartbeat_ttl_s=5, lease_s=30)
-    reaper = Reaper(client, settings.lease_s, settings.max_attempts, retention_s=600)
-    return Heartbeat(client, "w-1", settings, reaper, lambda: INFO)
+    reaper = Reaper(sync_redis, settings.lease_s, settings.max_attempts, retention_s=600)
+    return Heartbeat(sync_redis, "w-1", settings, reaper, lambda: INFO)
 
 
-def test_announce_then_withdraw(client: redis.Redis) -> None:
-    beat = heartbeat(client)
+def test_announce_then_withdraw(sync_redis: redis.Redis) -> None:
+    beat = heartbeat(sync_redis)
     beat.announce()
-    assert msgspec.json.decode(client.get(worker_key("w-1")) or b"", type=WorkerInfo) == INFO
-    assert 0 < client.pttl(worker_key("w-1")) <= 5000
-    assert client.smembers(WORKERS_SET) == {b"w-1"}
+    assert msgspec.json.decode(sync_redis.get(worker_key("w-1")) or b"", type=WorkerInfo) == INFO
+    assert 0 < sync_redis.pttl(worker_key("w-1")) <= 5000
+    assert sync_redis.smembers(WORKERS_SET) == {b"w-1"}
     beat.withdraw()
-    assert client.exists(worker_key("w-1")) == 0 and client.scard(WORKERS_SET) == 0
+    assert sync_redis.exists(worker_key("w-1")) == 0 and sync_redis.scard(WORKERS_SET) == 0
 
 
-def test_a_beat_renews_the_running_jobs_leases_then_reaps(client: redis.Redis) -> None:
-    beat = heartbeat(client)
-    client.zadd(LEASES, {"mine": 1, "done": 1})
+def test_a_beat_renews_the_running_jobs_leases_then_reaps(sync_redis: redis.Redis) -> None:
+    beat = heartbeat(sync_redis)
+    sync_redis.zadd(LEASES, {"mine": 1, "done": 1})
     beat.beat()  # not started: nothing
-    assert client.zscore(LEASES, "mine") == 1
+    assert sync_redis.zscore(LEASES, "mine") == 1
     beat.start()
     try:
         with beat.leased("mine"):
@@ -53,7 +43,7 @@ def test_a_beat_renews_the_running_jobs_leases_then_reaps(client: redis.Redis) -
         assert beat.running() == 0
     finally:
         beat.stop()
-    seconds, _ = client.time()
-    assert (client.zscore(LEASES, "mine") or 0) > seconds * 1000  # renewed: 30 s ahead
-    assert client.zscore(LEASES, "done") is None  # lapsed, its job gone: the reaper's pass
-    assert client.exists(worker_key("w-1")) == 1
+    seconds, _ = sync_redis.time()
+    assert (sync_redis.zscore(LEASES, "mine") or 0) > seconds * 1000  # renewed: 30 s ahead
+    assert sync_redis.zscore(LEASES, "done") is None  # lapsed, its job gone: the reaper's pass
+    assert sync_redis.exists(worker_key("w-1")) == 1

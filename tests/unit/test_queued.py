@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -30,13 +30,6 @@ WIDE = QueueBounds(interactive=100, batch=100, share=1.0)
 @pytest.fixture
 async def store(redis: aioredis.Redis) -> AsyncIterator[JobStore]:
     yield JobStore(redis, retention_s=600, bounds=WIDE)
-
-
-@pytest.fixture
-def sync(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 async def submit(
@@ -81,58 +74,58 @@ def worker(redis_url: str) -> Runtime:
 
 
 async def test_the_count_is_exact_through_every_path(
-    store: JobStore, sync: redis.Redis, redis_url: str
+    store: JobStore, sync_redis: redis.Redis, redis_url: str
 ) -> None:
     a = [await submit(store, "a") for _ in range(4)]
     b = [await submit(store, "b") for _ in range(2)]
     batch = [await submit(store, "a", Priority.BATCH) for _ in range(3)]
     late = await submit(store, "b", deadline=time.time() - 1)
-    assert_exact(sync)
+    assert_exact(sync_redis)
     assert (await store.cancel(a[0], "a")) is not None  # cancel, as POST /v1/jobs/{id}/cancel
     assert (await store.cancel(a[0], "a")) is not None  # twice changes nothing
     await store.cancel(b[0], None)  # a sync call's client went away
     await store.read(late, "b")  # expires it
-    assert_exact(sync)
+    assert_exact(sync_redis)
     rt = worker(redis_url)
     try:
         assert rt.claimer.claim(a[1]).outcome == "claimed"
         assert rt.claimer.claim(a[1]).outcome == "skip:running"
         assert rt.claimer.claim(a[0]).outcome == "skip:cancelled"
         assert rt.claimer.claim(batch[0]).outcome == "claimed"
-        assert_exact(sync)
+        assert_exact(sync_redis)
         # Its worker died: the lease lapses and the reaper puts the job back in the queue.
-        sync.zadd(LEASES, {a[1]: 0})
+        sync_redis.zadd(LEASES, {a[1]: 0})
         assert rt.reaper.reap("test") == {a[1]: "requeued"}
-        assert_exact(sync)
+        assert_exact(sync_redis)
         assert rt.claimer.claim(a[1]).outcome == "claimed"
         # A worker shutting down hands a running job back.
         assert rt.reaper.hand_back(batch[0], 1) == "handed_back"
-        assert_exact(sync)
+        assert_exact(sync_redis)
         assert rt.claimer.claim(batch[0]).outcome == "claimed"
-        assert_exact(sync)
+        assert_exact(sync_redis)
     finally:
         rt.redis.close()
 
 
 async def test_the_orphan_sweep_repairs_a_count_that_drifted(
-    store: JobStore, sync: redis.Redis, redis_url: str
+    store: JobStore, sync_redis: redis.Redis, redis_url: str
 ) -> None:
     kept = await submit(store, "a")
     gone = await submit(store, "a")
     await store.cancel(gone, "a")
-    sync.zrem(live_key(Priority.INTERACTIVE, MODEL), kept)  # drifted: a queued job uncounted
-    sync.zadd(live_key(Priority.INTERACTIVE, MODEL), {gone: 1})  # and a cancelled one counted
-    sync.zadd(QUEUED, {kept: 0, gone: 0})  # both look long-queued to the sweep
+    sync_redis.zrem(live_key(Priority.INTERACTIVE, MODEL), kept)  # drifted: a queued job uncounted
+    sync_redis.zadd(live_key(Priority.INTERACTIVE, MODEL), {gone: 1})  # and a cancelled one counted
+    sync_redis.zadd(QUEUED, {kept: 0, gone: 0})  # both look long-queued to the sweep
     rt = worker(redis_url)
     try:
         rt.reaper.reap("test")
     finally:
         rt.redis.close()
-    assert_exact(sync)
+    assert_exact(sync_redis)
 
 
 async def test_a_message_in_a_workers_hands_still_counts(
-    redis: aioredis.Redis, sync: redis.Redis
+    redis: aioredis.Redis, sync_redis: redis.Redis
 ) -> None:
     """The bound reached 10,001: a message popped by a worker was in no list, so ``LLEN``
     admitted one more, then the interactive lane gave the popped one back."""
@@ -140,14 +133,14 @@ async def test_a_message_in_a_workers_hands_still_counts(
     for _ in range(3):
         await submit(store, "a", Priority.BATCH)
     queue = list_of(queue_name(MODEL), 6)
-    popped = sync.rpop(queue)  # a worker fetched one (kombu pops from the right)
+    popped = sync_redis.rpop(queue)  # a worker fetched one (kombu pops from the right)
     assert popped is not None
     with pytest.raises(QueueFull):
         await submit(store, "b", Priority.BATCH)
     job_id = msgspec.json.decode(popped)["headers"]["id"]
-    assert Requeuer(sync).give_back(job_id, MODEL) == "requeued"  # the lane gives it back
-    assert sync.zcard(live_key(Priority.BATCH, MODEL)) == 3
-    assert sync.llen(queue) == 3
+    assert Requeuer(sync_redis).give_back(job_id, MODEL) == "requeued"  # the lane gives it back
+    assert sync_redis.zcard(live_key(Priority.BATCH, MODEL)) == 3
+    assert sync_redis.llen(queue) == 3
 
 
 async def test_concurrent_submissions_stop_exactly_at_the_bound(redis: aioredis.Redis) -> None:
@@ -177,14 +170,14 @@ async def test_bounds_are_per_priority_and_shares_per_key(redis: aioredis.Redis)
 
 
 async def test_stale_members_are_trimmed_at_submission(
-    redis: aioredis.Redis, sync: redis.Redis
+    redis: aioredis.Redis, sync_redis: redis.Redis
 ) -> None:
     """A member older than the retention is a job whose record expired: it holds no room."""
     store = JobStore(redis, retention_s=60, bounds=QueueBounds(interactive=1, batch=1))
-    sync.zadd(live_key(Priority.INTERACTIVE, MODEL), {"job-gone": 1})
-    sync.zadd(key_live_key(Priority.INTERACTIVE, "a", MODEL), {"job-gone": 1})
+    sync_redis.zadd(live_key(Priority.INTERACTIVE, MODEL), {"job-gone": 1})
+    sync_redis.zadd(key_live_key(Priority.INTERACTIVE, "a", MODEL), {"job-gone": 1})
     await submit(store, "a")
-    assert sync.zrange(key_live_key(Priority.INTERACTIVE, "a", MODEL), 0, -1) != [b"job-gone"]
-    assert sync.zcard(live_key(Priority.INTERACTIVE, MODEL)) == 1
-    assert sync.ttl(live_key(Priority.INTERACTIVE, MODEL)) > 0
-    assert sync.hget(job_key("job-gone"), "status") is None
+    assert sync_redis.zrange(key_live_key(Priority.INTERACTIVE, "a", MODEL), 0, -1) != [b"job-gone"]
+    assert sync_redis.zcard(live_key(Priority.INTERACTIVE, MODEL)) == 1
+    assert sync_redis.ttl(live_key(Priority.INTERACTIVE, MODEL)) > 0
+    assert sync_redis.hget(job_key("job-gone"), "status") is None

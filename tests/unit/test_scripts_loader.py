@@ -4,7 +4,6 @@ resolves, nothing is unused, every script compiles in the real Redis and has a c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,13 +38,6 @@ def includes_of(text: str) -> set[str]:
             found.add(name)
             todo += _INCLUDE.findall((INCLUDES / f"{name}.lua").read_text())
     return found
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
-    yield c
-    c.close()
 
 
 def test_there_are_scripts_and_includes() -> None:
@@ -110,8 +102,8 @@ def test_an_unknown_script_is_an_error() -> None:
 
 
 @pytest.mark.parametrize("name", scripts.names())
-def test_every_script_compiles_in_redis(client: redis.Redis, name: str) -> None:
-    client.script_load(scripts.load(name))
+def test_every_script_compiles_in_redis(sync_redis: redis.Redis, name: str) -> None:
+    sync_redis.script_load(scripts.load(name))
 
 
 def test_every_script_is_loaded_by_a_caller() -> None:
@@ -125,5 +117,5 @@ def test_every_script_is_loaded_by_a_caller() -> None:
 def test_every_script_has_a_direct_test() -> None:
     tested: set[str] = set()
     for source in Path(__file__).parent.glob("test_scripts_*.py"):
-        tested |= set(re.findall(r"run\(\s*client,\s*\"(\w+)\"", source.read_text()))
+        tested |= set(re.findall(r"run\(\s*sync_redis,\s*\"(\w+)\"", source.read_text()))
     assert tested == set(scripts.names())
