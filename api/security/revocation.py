@@ -130,9 +130,6 @@ class KeyWatcher:
             if not group:
                 del self._watches[key_id]
 
-    def open_count(self) -> int:
-        return sum(len(group) for group in self._watches.values())
-
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="uml-key-watcher")
 
